@@ -1,0 +1,160 @@
+-- Enqueue: a job becomes available (or scheduled, with a later run_at) when the
+-- caller's transaction commits. Callable from any SQL, function or trigger.
+
+-- Enqueue many jobs in one statement. Each array is NULL (every job takes the
+-- default) or as long as job_names; a NULL element takes the default for that job.
+-- Returns the job ids in input order; a job whose idempotency key already exists
+-- is not inserted and its existing id is returned in its place.
+create or replace function pgq.enqueue_many(job_names text[], payloads jsonb[] default null,
+                                            queues text[] default null,
+                                            run_ats timestamptz[] default null,
+                                            priorities integer[] default null,
+                                            max_retries integer[] default null,
+                                            idempotency_keys text[] default null)
+returns bigint[]
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_count integer := cardinality(enqueue_many.job_names);
+    v_ids   bigint[];
+    v_error text;
+begin
+    if v_count is null then
+        raise exception using errcode = 'PQ001',
+            message = 'invalid job_names: must not be null',
+            hint = 'Pass an array with one job name per job.';
+    end if;
+    if v_count = 0 then
+        return '{}';
+    end if;
+    select format('invalid %s: %s has %s elements, job_names has %s', a.name, a.name, a.len, v_count)
+      into v_error
+      from (values ('payloads', cardinality(enqueue_many.payloads)),
+                   ('queues', cardinality(enqueue_many.queues)),
+                   ('run_ats', cardinality(enqueue_many.run_ats)),
+                   ('priorities', cardinality(enqueue_many.priorities)),
+                   ('max_retries', cardinality(enqueue_many.max_retries)),
+                   ('idempotency_keys', cardinality(enqueue_many.idempotency_keys))) as a(name, len)
+     where a.len <> v_count
+     limit 1;
+    if v_error is not null then
+        raise exception using errcode = 'PQ001', message = v_error,
+            hint = 'Each array must be NULL or as long as job_names.';
+    end if;
+
+    -- One pass finds the first bad job; nothing is inserted unless all are valid.
+    select case when v_count = 1 then e.msg else format('%s (job %s of %s)', e.msg, e.ord, v_count) end
+      into v_error
+      from (select i.ord,
+                   case
+                   when i.job_name is null or length(i.job_name) not between 1 and 200
+                       then 'invalid job_name: must be 1 to 200 characters'
+                   when i.payload is not null and jsonb_typeof(i.payload) <> 'object'
+                       then format('invalid payload: must be a JSON object, not %s', jsonb_typeof(i.payload))
+                   when pg_column_size(i.payload) > 1048576
+                       then format('invalid payload: %s bytes, at most 1048576 allowed', pg_column_size(i.payload))
+                   when i.queue is not null and length(i.queue) not between 1 and 128
+                       then 'invalid queue: must be 1 to 128 characters'
+                   when i.max_retries not between 0 and 1000
+                       then format('invalid max_retries %s: must be between 0 and 1000', i.max_retries)
+                   when i.idempotency_key is not null and length(i.idempotency_key) not between 1 and 512
+                       then 'invalid idempotency_key: must be 1 to 512 characters'
+                   end as msg
+              from unnest(enqueue_many.job_names, enqueue_many.payloads, enqueue_many.queues,
+                          enqueue_many.max_retries, enqueue_many.idempotency_keys)
+                   with ordinality as i(job_name, payload, queue, max_retries, idempotency_key, ord)
+           ) as e
+     where e.msg is not null
+     order by e.ord
+     limit 1;
+    if v_error is not null then
+        raise exception using errcode = 'PQ001', message = v_error,
+            hint = 'Nothing was enqueued.';
+    end if;
+
+    -- A queue exists from its first job, so pause/resume/stats know it.
+    insert into pgq.queues as q (queue)
+    select distinct coalesce(i.queue, 'default')
+      from unnest(enqueue_many.queues) as i(queue)
+    union
+    select 'default' where enqueue_many.queues is null
+    on conflict on constraint queues_pkey do nothing;
+
+    -- Ids are taken in input order up front, so the result is in input order.
+    v_ids := array(select nextval('pgq.jobs_id_seq'::regclass) from generate_series(1, v_count));
+
+    insert into pgq.jobs as j (id, queue, job_name, payload, priority, run_at, max_retries,
+                               idempotency_key)
+    select v_ids[i.ord], q.queue, i.job_name, coalesce(i.payload, '{}'), coalesce(i.priority, 0),
+           coalesce(i.run_at, now()), coalesce(i.max_retries, q.max_retries), i.idempotency_key
+      from unnest(enqueue_many.job_names, enqueue_many.payloads, enqueue_many.queues,
+                  enqueue_many.run_ats, enqueue_many.priorities, enqueue_many.max_retries,
+                  enqueue_many.idempotency_keys)
+           with ordinality as i(job_name, payload, queue, run_at, priority, max_retries,
+                                idempotency_key, ord)
+      join pgq.queues q on q.queue = coalesce(i.queue, 'default')
+     order by i.ord
+    on conflict (idempotency_key) where idempotency_key is not null do nothing;
+
+    if enqueue_many.idempotency_keys is null then
+        return v_ids;
+    end if;
+    -- A new statement sees keys committed by a concurrent enqueue that won the race.
+    return array(
+        select coalesce(k.id, v_ids[i.ord])
+          from unnest(enqueue_many.idempotency_keys) with ordinality as i(idempotency_key, ord)
+          left join pgq.jobs k on k.idempotency_key = i.idempotency_key
+         order by i.ord);
+end;
+$$;
+comment on function pgq.enqueue_many(text[], jsonb[], text[], timestamptz[], integer[], integer[], text[]) is
+    'Enqueue many jobs in one statement; returns their ids in input order. PQ001 on bad input (nothing enqueued).';
+
+-- Enqueue one job; returns its id, or with an existing idempotency key that job's id.
+create or replace function pgq.enqueue(job_name text, payload jsonb default '{}',
+                                       queue text default 'default',
+                                       run_at timestamptz default null,
+                                       priority integer default 0,
+                                       max_retries integer default null,
+                                       idempotency_key text default null)
+returns bigint
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if enqueue.queue is null then
+        raise exception using errcode = 'PQ001', message = 'invalid queue: must not be null';
+    end if;
+    if enqueue.payload is null then
+        raise exception using errcode = 'PQ001', message = 'invalid payload: must not be null',
+            hint = 'Pass ''{}'' for a job without arguments.';
+    end if;
+    return (pgq.enqueue_many(array[enqueue.job_name], array[enqueue.payload], array[enqueue.queue],
+                             array[enqueue.run_at], array[coalesce(enqueue.priority, 0)],
+                             array[enqueue.max_retries],
+                             case when enqueue.idempotency_key is null then null
+                                  else array[enqueue.idempotency_key] end))[1];
+end;
+$$;
+comment on function pgq.enqueue(text, jsonb, text, timestamptz, integer, integer, text) is
+    'Enqueue one job; returns its id (the existing job''s id for a known idempotency key). PQ001 on bad input.';
+
+-- One NOTIFY per statement and queue, for jobs runnable now; PostgreSQL delivers
+-- it at commit, and folds identical ones within a transaction.
+create or replace function pgq._tg_jobs_after_insert()
+returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+begin
+    perform pg_notify('pgq_jobs', n.queue)
+       from (select distinct nj.queue from new_jobs nj where nj.run_at <= now()) as n;
+    return null;
+end;
+$$;
+comment on function pgq._tg_jobs_after_insert() is
+    'Internal: wake workers listening on pgq_jobs once per inserted queue, for jobs due now.';
+
+drop trigger if exists jobs_after_insert on pgq.jobs;
+create trigger jobs_after_insert
+    after insert on pgq.jobs
+    referencing new table as new_jobs
+    for each statement execute function pgq._tg_jobs_after_insert();

@@ -1,0 +1,122 @@
+-- Claim: a worker takes up to `batch` runnable jobs and a lease on each. Every
+-- later call for a job must present the lease token returned here.
+
+-- Internal: a running job whose lease expired is a failed attempt; its worker
+-- died or hung. It is retried with backoff or dead-lettered like any failure, so
+-- a job that kills its worker every time ends in the dead letter.
+create or replace function pgq._expire_leases(max_jobs integer default 100)
+returns integer
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_ids    bigint[];
+    v_errors text[];
+begin
+    select array_agg(e.id), array_agg(e.error)
+      into v_ids, v_errors
+      from (select j.id,
+                   format('lease expired at %s: worker %s stopped heartbeating (crashed, hung or lost its connection)',
+                          j.lease_expires_at, coalesce(j.worker_id, '?')) as error
+              from pgq.jobs j
+             where j.state = 'running'
+               and j.lease_expires_at <= now()
+             order by j.lease_expires_at
+             limit _expire_leases.max_jobs
+               for update skip locked) as e;
+    if v_ids is null then
+        return 0;
+    end if;
+    perform pgq._fail_jobs(v_ids, v_errors, true, true);
+    return cardinality(v_ids);
+end;
+$$;
+comment on function pgq._expire_leases(integer) is
+    'Internal: fail (retry or dead-letter) running jobs whose lease expired.';
+
+-- Take up to `batch` runnable jobs from `queues`, best first: lower priority, then
+-- earlier run_at, then lower id. Never waits for a job another worker holds, never
+-- reads a paused queue, a job not yet due, or a finished job.
+create or replace function pgq.claim(worker_id text, queues text[] default '{default}',
+                                     batch integer default 1, lease interval default null)
+returns table (id bigint, job_name text, queue text, payload jsonb, attempt integer,
+               max_retries integer, lease_token uuid, lease_expires_at timestamptz,
+               priority integer, run_at timestamptz, created_at timestamptz)
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if claim.worker_id is null or length(claim.worker_id) not between 1 and 200 then
+        raise exception using errcode = 'PQ001',
+            message = 'invalid worker_id: must be 1 to 200 characters';
+    end if;
+    if claim.queues is null or cardinality(claim.queues) = 0
+       or array_position(claim.queues, null) is not null then
+        raise exception using errcode = 'PQ001',
+            message = 'invalid queues: must be a non-empty array of queue names without NULLs';
+    end if;
+    if claim.batch is null or claim.batch not between 1 and 10000 then
+        raise exception using errcode = 'PQ001',
+            message = format('invalid batch %s: must be between 1 and 10000', claim.batch);
+    end if;
+    if claim.lease is not null and claim.lease not between interval '1 second' and interval '1 day' then
+        raise exception using errcode = 'PQ001',
+            message = format('invalid lease %s: must be between 1 second and 1 day', claim.lease);
+    end if;
+
+    perform pgq._expire_leases();
+
+    return query
+    with recursive levels (queue, lease, priority) as (
+        -- The priorities present in each unpaused queue, one index probe each, so
+        -- that each level below is a bounded range scan that stops at the first
+        -- job not yet due.
+        select q.queue, q.lease,
+               (select min(j.priority) from pgq.jobs j
+                 where j.queue = q.queue and j.state = 'available')
+          from pgq.queues q
+         where q.queue = any (claim.queues)
+           and not q.paused
+        union all
+        select l.queue, l.lease,
+               (select min(j.priority) from pgq.jobs j
+                 where j.queue = l.queue and j.state = 'available' and j.priority > l.priority)
+          from levels l
+         where l.priority is not null
+    ),
+    picked as (
+        select c.id, l.lease, c.priority, c.run_at
+          from levels l
+         cross join lateral (
+               select j.id, j.priority, j.run_at
+                 from pgq.jobs j
+                where j.queue = l.queue
+                  and j.state = 'available'
+                  and j.priority = l.priority
+                  and j.run_at <= now()
+                order by j.run_at, j.id
+                limit claim.batch
+                  for update skip locked) as c
+         order by c.priority, c.run_at, c.id
+         limit claim.batch
+    ),
+    claimed as (
+        update pgq.jobs j
+           set state            = 'running',
+               attempt          = j.attempt + 1,
+               worker_id        = claim.worker_id,
+               lease_token      = gen_random_uuid(),
+               lease_duration   = coalesce(claim.lease, p.lease),
+               lease_expires_at = now() + coalesce(claim.lease, p.lease),
+               started_at       = now()
+          from picked p
+         where j.id = p.id
+        returning j.id, j.job_name, j.queue, j.payload, j.attempt, j.max_retries,
+                  j.lease_token, j.lease_expires_at, j.priority, j.run_at, j.created_at
+    )
+    select c.id, c.job_name, c.queue, c.payload, c.attempt, c.max_retries,
+           c.lease_token, c.lease_expires_at, c.priority, c.run_at, c.created_at
+      from claimed c
+     order by c.priority, c.run_at, c.id;
+end;
+$$;
+comment on function pgq.claim(text, text[], integer, interval) is
+    'Lease up to batch runnable jobs (priority, run_at, id order); fails expired leases first. PQ001 on bad input.';

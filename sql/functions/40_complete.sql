@@ -1,0 +1,67 @@
+-- Complete: the job succeeded. It stays in pgq.jobs as succeeded (for stats,
+-- idempotency and inspection) until pruned, outside every index claim reads.
+
+-- Mark a running job succeeded. Fenced by the lease token. Repeating the call with
+-- the same token after it succeeded (a worker resending after a lost connection)
+-- is accepted and changes nothing.
+create or replace function pgq.complete(job_id bigint, lease_token uuid)
+returns void
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if (select o.outcome
+          from pgq.complete_many(array[complete.job_id], array[complete.lease_token]) as o)
+       <> 'succeeded' then
+        raise exception using
+            errcode = 'PQ101',
+            message = format('job %s: lease lost', complete.job_id),
+            hint = 'The lease expired, the job was cancelled, or another worker holds it; the job was not marked succeeded.';
+    end if;
+end;
+$$;
+comment on function pgq.complete(bigint, uuid) is
+    'Mark a running job succeeded; PQ101 (lease_lost) when the token is stale.';
+
+-- Mark many running jobs succeeded in one statement. Returns one row per input
+-- job, in input order: succeeded, or lease_lost for a stale token (that job only).
+create or replace function pgq.complete_many(job_ids bigint[], lease_tokens uuid[])
+returns table (job_id bigint, outcome text)
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if complete_many.job_ids is null or complete_many.lease_tokens is null
+       or cardinality(complete_many.job_ids) <> cardinality(complete_many.lease_tokens) then
+        raise exception using errcode = 'PQ001',
+            message = 'invalid job_ids/lease_tokens: must be non-null arrays of the same length';
+    end if;
+    return query
+    with input as (
+        select i.job_id, i.lease_token, i.ord
+          from unnest(complete_many.job_ids, complete_many.lease_tokens)
+               with ordinality as i(job_id, lease_token, ord)
+    ),
+    done as (
+        update pgq.jobs as j
+           set state = 'succeeded',
+               finished_at = now(),
+               lease_expires_at = null
+          from input i
+         where j.id = i.job_id
+           and j.state = 'running'
+           and j.lease_token = i.lease_token
+           and j.lease_expires_at > now()
+        returning j.id
+    )
+    select i.job_id,
+           case when d.id is not null
+                  or exists (select from pgq.jobs s
+                              where s.id = i.job_id and s.state = 'succeeded'
+                                and s.lease_token = i.lease_token)
+                then 'succeeded' else 'lease_lost' end
+      from input i
+      left join done d on d.id = i.job_id
+     order by i.ord;
+end;
+$$;
+comment on function pgq.complete_many(bigint[], uuid[]) is
+    'Mark many running jobs succeeded; per job outcome succeeded or lease_lost. PQ001 on mismatched arrays.';
