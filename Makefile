@@ -1,0 +1,46 @@
+# Developer entry points. `make test` runs everything: pytest and the pgTAP suite.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv test pgtap lint demo bench clean check-pg-prove
+
+venv: $(STAMP)
+
+# Redone only when the dependencies may have changed.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# The harness itself says what to install when no server or no pgTAP extension is found.
+test: $(STAMP) check-pg-prove
+	$(BIN)/pytest -q tests
+
+# Only the pgTAP files, with pg_prove's own output.
+pgtap: $(STAMP) check-pg-prove
+	$(BIN)/pytest -q -s tests/test_pgtap.py
+
+lint: $(STAMP)
+	$(BIN)/mypy --strict pgqueue_py tests
+	$(BIN)/ruff check .
+
+demo: $(STAMP)
+	$(BIN)/pgqueue demo
+
+bench: $(STAMP)
+	@if [ -x bench/run ]; then PATH="$(CURDIR)/$(BIN):$$PATH" bench/run; \
+	else echo "no bench/run yet"; fi
+
+check-pg-prove:
+	@command -v pg_prove >/dev/null 2>&1 || { \
+	  echo "pg_prove not found: the pgTAP suite needs it and the pgTAP extension;"; \
+	  echo "  Debian/Ubuntu: apt-get install pgtap postgresql-<major>-pgtap (or run .ci/run as root)"; \
+	  exit 1; }
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

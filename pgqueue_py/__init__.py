@@ -1,0 +1,34 @@
+"""pgqueue: a job queue engine that lives inside PostgreSQL (schema ``pgq``)."""
+
+from __future__ import annotations
+
+from pgqueue_py.client import Queue
+from pgqueue_py.errors import (
+    ConfigurationError,
+    InvalidArgument,
+    JobNotFound,
+    JobStateConflict,
+    LeaseLost,
+    MarkerNotBegun,
+    MarkerNotFound,
+    OutcomeUnknown,
+    PgqError,
+    QueueNotFound,
+)
+from pgqueue_py.jobs import Handler, JobType
+
+__all__ = [
+    "ConfigurationError",
+    "Handler",
+    "InvalidArgument",
+    "JobNotFound",
+    "JobStateConflict",
+    "JobType",
+    "LeaseLost",
+    "MarkerNotBegun",
+    "MarkerNotFound",
+    "OutcomeUnknown",
+    "PgqError",
+    "Queue",
+    "QueueNotFound",
+]

@@ -1,0 +1,250 @@
+"""Test databases for pgqueue: where the server comes from, and one database per test.
+
+The server, in order (the project's contract, DESIGN.md "Tests"):
+
+1. ``PGQ_TEST_DSN``: an existing server where the tests may create databases;
+2. a throwaway container through testcontainers, when a Docker engine answers
+   (``PGQ_TEST_IMAGE`` picks the image, ``PGQ_TEST_DOCKER=0`` skips this step);
+3. a throwaway cluster from the local PostgreSQL binaries (:class:`ThrowawayPostgres`);
+4. else :class:`NoTestServer`, whose message says what to install.
+
+Each test then gets a clone of a template database built once by ``migrate``, the same
+path users take. Nothing here imports pytest; ``tests/conftest.py`` wraps it in fixtures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Literal
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from pgqueue_py._throwaway import PostgresBinariesNotFound, ThrowawayPostgres
+from pgqueue_py.migrate import migrate
+
+DSN_ENV = "PGQ_TEST_DSN"
+IMAGE_ENV = "PGQ_TEST_IMAGE"
+DOCKER_ENV = "PGQ_TEST_DOCKER"
+DEFAULT_IMAGE = "postgres:15"
+
+# The throwaway cluster's settings (see _throwaway.DEFAULT_SETTINGS for why not more).
+_CONTAINER_COMMAND = "postgres -c fsync=off -c full_page_writes=off -c max_connections=200"
+
+
+class NoTestServer(RuntimeError):
+    """No PostgreSQL server could be found or started for the tests."""
+
+
+class PgTapMissing(RuntimeError):
+    """The pgTAP extension is not installed on the test server."""
+
+
+@dataclass(frozen=True)
+class PgServer:
+    """A server the tests may create and drop databases on."""
+
+    dsn: str
+    """Admin DSN (a role with CREATEDB, usually a superuser)."""
+    source: Literal["PGQ_TEST_DSN", "testcontainers", "throwaway"]
+    throwaway: ThrowawayPostgres | None
+    """The local cluster, when we started one: tests may stop and restart it."""
+
+    def dsn_for(self, dbname: str) -> str:
+        """The admin DSN pointed at another database."""
+        return make_conninfo(self.dsn, dbname=dbname)
+
+
+@contextlib.contextmanager
+def find_server() -> Iterator[PgServer]:
+    """Find or start the tests' server, by the order in the module docstring."""
+    if dsn := os.environ.get(DSN_ENV):
+        yield PgServer(dsn=dsn, source="PGQ_TEST_DSN", throwaway=None)
+        return
+    with ExitStack() as stack:
+        server = _container_server(stack) if _docker_usable() else None
+        if server is None:
+            try:
+                pg = stack.enter_context(ThrowawayPostgres())
+            except PostgresBinariesNotFound as exc:
+                raise NoTestServer(
+                    f"no PostgreSQL for the tests: {exc}. Either set {DSN_ENV} to a server "
+                    "where the tests may create databases, start a Docker engine, or "
+                    "install the PostgreSQL server and pgTAP (Debian/Ubuntu: apt-get "
+                    "install postgresql postgresql-NN-pgtap pgtap)"
+                ) from exc
+            server = PgServer(dsn=pg.dsn, source="throwaway", throwaway=pg)
+        yield server
+
+
+def _docker_usable() -> bool:
+    if os.environ.get(DOCKER_ENV, "1") == "0" or shutil.which("docker") is None:
+        return False
+    try:
+        import testcontainers  # noqa: F401  # only a dev dependency
+    except ImportError:
+        return False
+    try:
+        # A client without a running engine fails at once; a hung engine must not hang us.
+        probe = subprocess.run(
+            ["docker", "info"], capture_output=True, timeout=5, check=False,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+def _container_server(stack: ExitStack) -> PgServer | None:
+    """Start a PostgreSQL container with pgTAP; None (and a note) if that fails."""
+    try:
+        from testcontainers.community.postgres import PostgresContainer
+    except ImportError:  # older testcontainers releases
+        from testcontainers.postgres import PostgresContainer
+    image = os.environ.get(IMAGE_ENV, DEFAULT_IMAGE)
+    attempt = ExitStack()  # stops the container at once if it turns out unusable
+    try:
+        container = PostgresContainer(image, driver=None).with_command(_CONTAINER_COMMAND)
+        attempt.enter_context(container)
+        # The official images carry PostgreSQL's apt repository, where pgTAP lives.
+        result = container.exec(
+            ["sh", "-c", "apt-get update -qq && apt-get install -y -qq "
+             "postgresql-$PG_MAJOR-pgtap >/dev/null"]
+        )  # fmt: skip
+        if result.exit_code != 0:
+            raise RuntimeError(f"installing pgTAP in {image} failed: {result.output!r}")
+        url: str = container.get_connection_url(driver=None)
+    except Exception as exc:  # any Docker trouble: fall back to local binaries
+        attempt.close()
+        print(f"pgqueue tests: container {image} unusable ({exc}); trying local binaries",
+              file=sys.stderr)  # fmt: skip
+        return None
+    stack.enter_context(attempt.pop_all())  # the session now owns the container
+    return PgServer(dsn=url, source="testcontainers", throwaway=None)
+
+
+# -- databases -------------------------------------------------------------------------------
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def create_database(server_dsn: str, name: str, *, template: str = "template0") -> None:
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("create database {} template {}").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
+        )
+
+
+def drop_database(server_dsn: str, name: str) -> None:
+    """Drop a database, cutting off whoever is still connected (a test's leaked worker)."""
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+        )
+
+
+def build_template(server: PgServer) -> str:
+    """Create a database, migrate it the way users do, add pgTAP; return its name.
+
+    Raises PgTapMissing, naming the package to install, when the server lacks pgTAP.
+    """
+    name = unique_name("pgq_template")
+    create_database(server.dsn, name)
+    try:
+        migrate(server.dsn_for(name))
+        with psycopg.connect(server.dsn_for(name), autocommit=True) as conn:
+            try:
+                conn.execute("create extension if not exists pgtap")
+            # No pgtap.control: 0A000 (feature_not_supported), 58P01 on older servers.
+            except (psycopg.errors.UndefinedFile, psycopg.errors.FeatureNotSupported) as exc:
+                raise PgTapMissing(pgtap_install_hint(conn.info.server_version)) from exc
+    except BaseException:
+        drop_database(server.dsn, name)
+        raise
+    return name
+
+
+def pgtap_install_hint(server_version: int) -> str:
+    major = server_version // 10000
+    return (
+        f"the pgTAP extension is not installed on the test server (PostgreSQL {major}); "
+        f"install it (Debian/Ubuntu: apt-get install postgresql-{major}-pgtap pgtap) "
+        "or point PGQ_TEST_DSN at a server that has it"
+    )
+
+
+@contextlib.contextmanager
+def cloned_database(server: PgServer, template: str) -> Iterator[str]:
+    """A fresh database copied from ``template``; yields its DSN, drops it afterwards."""
+    name = unique_name("pgq_test")
+    create_database(server.dsn, name, template=template)
+    try:
+        yield server.dsn_for(name)
+    finally:
+        drop_database(server.dsn, name)
+
+
+@contextlib.contextmanager
+def empty_database(server: PgServer) -> Iterator[str]:
+    """A fresh database with nothing of pgqueue in it; yields its DSN."""
+    name = unique_name("pgq_empty")
+    create_database(server.dsn, name)
+    try:
+        yield server.dsn_for(name)
+    finally:
+        drop_database(server.dsn, name)
+
+
+def dbname_of(dsn: str) -> str:
+    return str(conninfo_to_dict(dsn).get("dbname", ""))
+
+
+# libpq connection keywords and the environment variables psql reads for them.
+_LIBPQ_ENV = {
+    "host": "PGHOST",
+    "hostaddr": "PGHOSTADDR",
+    "port": "PGPORT",
+    "dbname": "PGDATABASE",
+    "user": "PGUSER",
+    "password": "PGPASSWORD",
+    "passfile": "PGPASSFILE",
+    "service": "PGSERVICE",
+    "options": "PGOPTIONS",
+    "application_name": "PGAPPNAME",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "channel_binding": "PGCHANNELBINDING",
+    "sslmode": "PGSSLMODE",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcrl": "PGSSLCRL",
+    "gssencmode": "PGGSSENCMODE",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+}
+
+
+def libpq_env(dsn: str) -> dict[str, str]:
+    """The DSN as PG* environment variables, for psql-based tools such as pg_prove.
+
+    pg_prove's own ``--dbname`` cannot take a ``key=value`` DSN (its option parser reads
+    the '=' as a hash), and the environment also keeps a password out of ``ps``.
+    """
+    env: dict[str, str] = {}
+    for key, value in conninfo_to_dict(dsn).items():
+        if key not in _LIBPQ_ENV:
+            raise ValueError(f"DSN parameter {key!r} has no PG* environment variable")
+        env[_LIBPQ_ENV[key]] = str(value)
+    return env
