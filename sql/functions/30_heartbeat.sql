@@ -36,7 +36,8 @@ comment on function pgq.heartbeat(bigint, uuid, interval) is
     'Extend a running job''s lease; PQ101 (lease_lost) when the token is stale.';
 
 -- Extend many leases in one call, as a worker does for all the jobs it runs.
--- A stale token refuses that job only: its outcome is lease_lost.
+-- A stale token refuses that job only: its outcome is lease_lost, also when the
+-- same job is listed again with its current token.
 create or replace function pgq.heartbeat_many(job_ids bigint[], lease_tokens uuid[],
                                               lease interval default null)
 returns table (job_id bigint, outcome text, lease_expires_at timestamptz)
@@ -67,13 +68,13 @@ begin
            and j.state = 'running'
            and j.lease_token = i.lease_token
            and j.lease_expires_at > now()
-        returning j.id, j.lease_expires_at
+        returning j.id, j.lease_token, j.lease_expires_at
     )
     select i.job_id,
            case when e.id is null then 'lease_lost' else 'extended' end,
            e.lease_expires_at
       from input i
-      left join extended e on e.id = i.job_id
+      left join extended e on e.id = i.job_id and e.lease_token = i.lease_token
      order by i.ord;
 end;
 $$;

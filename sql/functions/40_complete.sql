@@ -23,7 +23,8 @@ comment on function pgq.complete(bigint, uuid) is
     'Mark a running job succeeded; PQ101 (lease_lost) when the token is stale.';
 
 -- Mark many running jobs succeeded in one statement. Returns one row per input
--- job, in input order: succeeded, or lease_lost for a stale token (that job only).
+-- job, in input order: succeeded, or lease_lost for a stale token (that job only,
+-- also when the same job is listed again with its current token).
 create or replace function pgq.complete_many(job_ids bigint[], lease_tokens uuid[])
 returns table (job_id bigint, outcome text)
 language plpgsql security definer set search_path = pg_catalog, pg_temp
@@ -50,7 +51,7 @@ begin
            and j.state = 'running'
            and j.lease_token = i.lease_token
            and j.lease_expires_at > now()
-        returning j.id
+        returning j.id, j.lease_token
     )
     select i.job_id,
            case when d.id is not null
@@ -59,7 +60,7 @@ begin
                                 and s.lease_token = i.lease_token)
                 then 'succeeded' else 'lease_lost' end
       from input i
-      left join done d on d.id = i.job_id
+      left join done d on d.id = i.job_id and d.lease_token = i.lease_token
      order by i.ord;
 end;
 $$;

@@ -11,11 +11,17 @@ returns interval
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_delay interval;
+    v_exponent integer := least(greatest(_backoff.attempt, 1) - 1, 60);
+    v_delay    interval;
 begin
-    -- The exponent is capped so that a large attempt cannot overflow the interval.
-    v_delay := least(_backoff.backoff_max,
-                     _backoff.backoff_base * power(2, least(greatest(_backoff.attempt, 1) - 1, 40)));
+    -- Compared in seconds before any interval is built, so that a large attempt
+    -- or base cannot overflow the interval: past backoff_max the delay is the max.
+    if extract(epoch from _backoff.backoff_base)::float8 * power(2::float8, v_exponent)
+       >= extract(epoch from _backoff.backoff_max)::float8 then
+        v_delay := _backoff.backoff_max;
+    else
+        v_delay := _backoff.backoff_base * power(2::float8, v_exponent);
+    end if;
     return v_delay * (0.5 + random() * 0.5);
 end;
 $$;

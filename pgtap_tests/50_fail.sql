@@ -1,0 +1,234 @@
+-- pgtap_tests/50_fail.sql: pgq._backoff and pgq.fail.
+begin;
+\ir _fixtures.psql
+select plan(71);
+
+-- _backoff: for attempt n the delay lies in [d/2, d], d = min(max, base * 2^(n-1)).
+-- 200 samples per attempt: every one within the bounds, and spread over them.
+create temporary table backoff_samples as
+select s.attempt, s.low, s.high, pgq._backoff(s.attempt, interval '10 seconds', interval '1 minute') as delay
+  from (values (1, interval '5 seconds', interval '10 seconds'),
+               (2, interval '10 seconds', interval '20 seconds'),
+               (3, interval '20 seconds', interval '40 seconds'),
+               (4, interval '30 seconds', interval '1 minute'),
+               (30, interval '30 seconds', interval '1 minute')) as s(attempt, low, high)
+ cross join generate_series(1, 200);
+
+select ok(min(b.delay) >= b.low and max(b.delay) <= b.high,
+          format('_backoff(%s, 10s, 1min): 200 delays lie in [%s, %s] (min %s, max %s)',
+                 b.attempt, b.low, b.high, min(b.delay), max(b.delay)))
+  from backoff_samples b group by b.attempt, b.low, b.high order by b.attempt;
+select ok(max(b.delay) - min(b.delay) > (b.high - b.low) / 2,
+          format('_backoff(%s, 10s, 1min): the jitter spreads the delays over their range', b.attempt))
+  from backoff_samples b group by b.attempt, b.low, b.high order by b.attempt;
+
+-- A huge attempt number is capped at backoff_max and never overflows the interval.
+select lives_ok('select pgq._backoff(1000, interval ''1 second'', interval ''1 hour'')',
+    '_backoff of attempt 1000 with a base of 1 second does not overflow');
+select lives_ok('select pgq._backoff(1000, interval ''1 hour'', interval ''1 day'')',
+    '_backoff of attempt 1000 with a base of 1 hour does not overflow');
+select lives_ok('select pgq._backoff(1000, interval ''1 day'', interval ''30 days'')',
+    '_backoff of attempt 1000 with a base of 1 day does not overflow');
+select lives_ok('select pgq._backoff(2147483647, interval ''1 hour'', interval ''1 day'')',
+    '_backoff of the largest attempt number does not overflow');
+select ok(bool_and(pgq._backoff(1000, interval '1 hour', interval '1 day')
+                   between interval '12 hours' and interval '1 day'),
+    '_backoff of attempt 1000 is capped at backoff_max: within [max/2, max]')
+  from generate_series(1, 50);
+
+-- _backoff is internal: no role may call it.
+set local role pgq_producer;
+select throws_ok('select pgq._backoff(1, interval ''1 second'', interval ''1 hour'')',
+    '42501', null, 'pgq_producer may not call _backoff');
+reset role;
+set local role pgq_worker;
+select throws_ok('select pgq._backoff(1, interval ''1 second'', interval ''1 hour'')',
+    '42501', null, 'pgq_worker may not call _backoff');
+reset role;
+set local role pgq_admin;
+select throws_ok('select pgq._backoff(1, interval ''1 second'', interval ''1 hour'')',
+    '42501', null, 'pgq_admin may not call _backoff');
+reset role;
+
+-- fail schedules a retry with backoff: a queue with base 10 seconds, max 1 minute.
+select pgq_test.fresh_queue('fail') as q \gset
+select pgq.configure_queue(:'q', max_retries => 3, backoff_base => interval '10 seconds',
+                           backoff_max => interval '1 minute');
+select job_id, lease_token from pgq_test.running_job('mail', null, :'q') \gset
+
+select is(pgq.fail(:job_id, :'lease_token', 'boom: first'), 'available',
+    'fail of an attempt with retries left returns available');
+select row_eq(format('select j.state, j.attempt, j.last_error, j.lease_expires_at, j.finished_at from pgq.jobs j where j.id = %s',
+                     :job_id),
+    row('available'::text, 1, 'boom: first'::text, null::timestamptz, null::timestamptz),
+    'the failed job waits for its retry with its last error kept and its lease ended');
+select ok((pgq_test.job(:job_id)).run_at between now() + interval '5 seconds' and now() + interval '10 seconds',
+    'the first retry is scheduled within [base/2, base] from now');
+select results_eq(
+    format('select e.attempt, e.error, e.worker_id, e.failed_at from pgq.attempt_errors e where e.job_id = %s',
+           :job_id),
+    format('values (1, %L::text, %L::text, %L::timestamptz)', 'boom: first', 'pgtap-worker', now()),
+    'the failed attempt is logged in attempt_errors with its number and error');
+select throws_ok(format('select pgq.heartbeat(%s, %L)', :job_id, :'lease_token'),
+    'PQ101', null, 'after fail the old lease can no longer be heartbeated');
+select throws_ok(format('select pgq.complete(%s, %L)', :job_id, :'lease_token'),
+    'PQ101', null, 'after fail the old lease can no longer complete the job');
+select is_empty(format('select from pgq.claim(%L, array[%L])', 'pgtap-worker', :'q'),
+    'the retry is not claimed before it is due');
+
+-- A resend of the same fail is accepted and records nothing more.
+select pgq_test.job(:job_id)::text as failed_row \gset
+select is(pgq.fail(:job_id, :'lease_token', 'boom: resent'), 'available',
+    'repeating fail with the same token returns the state again');
+select is(pgq_test.job(:job_id)::text, :'failed_row',
+    'the repeated fail changed nothing: same run_at, same last_error');
+select is((select count(*)::integer from pgq.attempt_errors e where e.job_id = :job_id), 1,
+    'the repeated fail logged no second error');
+
+-- The second attempt backs off twice as long.
+select pgq_test.make_due(:job_id);
+select c.lease_token as token2, c.attempt as attempt2
+  from pgq.claim('pgtap-worker-2', array[:'q']) c \gset
+select is(:attempt2, 2, 'the due retry is claimed as attempt 2');
+select throws_ok(format('select pgq.fail(%s, %L, %L)', :job_id, :'lease_token', 'late'),
+    'PQ101', null, 'the first attempt''s token cannot fail the second attempt');
+select row_eq(format('select j.state, j.lease_token, j.last_error from pgq.jobs j where j.id = %s', :job_id),
+    row('running'::text, :'token2'::uuid, 'boom: first'::text),
+    'the refused fail left the second attempt running');
+select is(pgq.fail(:job_id, :'token2', 'boom: second'), 'available',
+    'fail of the second attempt returns available');
+select ok((pgq_test.job(:job_id)).run_at between now() + interval '10 seconds' and now() + interval '20 seconds',
+    'the second retry is scheduled within [2*base/2, 2*base] from now');
+select results_eq(
+    format('select e.attempt, e.error, e.worker_id from pgq.attempt_errors e where e.job_id = %s order by e.id',
+           :job_id),
+    format('values (1, %L::text, %L::text), (2, %L, %L)',
+           'boom: first', 'pgtap-worker', 'boom: second', 'pgtap-worker-2'),
+    'every failed attempt is kept with its number, error and worker');
+
+-- The error text is kept up to 10,000 characters.
+select job_id as long_id, lease_token as long_token from pgq_test.running_job('mail') \gset
+select pgq.fail(:long_id, :'long_token', repeat('x', 20000)) as long_state \gset
+select is(length((pgq_test.job(:long_id)).last_error), 10000,
+    'last_error keeps at most 10,000 characters');
+select is((select length(e.error) from pgq.attempt_errors e where e.job_id = :long_id), 10000,
+    'the logged error keeps at most 10,000 characters');
+
+-- retry => false dead-letters at once, whatever the attempts left.
+select job_id as nr_id, lease_token as nr_token from pgq_test.running_job('mail', 5) \gset
+select is(pgq.fail(:nr_id, :'nr_token', 'fatal', retry => false), 'dead',
+    'fail with retry => false returns dead');
+select row_eq(format('select j.state, j.attempt, j.last_error, j.finished_at, j.lease_expires_at from pgq.jobs j where j.id = %s',
+                     :nr_id),
+    row('dead'::text, 1, 'fatal'::text, now(), null::timestamptz),
+    'the job is dead after its first attempt, with its error and finished_at');
+select is((select count(*)::integer from pgq.attempt_errors e where e.job_id = :nr_id and e.error = 'fatal'), 1,
+    'the fatal error is logged');
+select pgq_test.job(:nr_id)::text as dead_row \gset
+select is(pgq.fail(:nr_id, :'nr_token', 'fatal again', retry => false), 'dead',
+    'repeating fail of a dead job with the same token returns dead again');
+select is(pgq_test.job(:nr_id)::text, :'dead_row', 'the repeated fail changed nothing');
+select is((select count(*)::integer from pgq.attempt_errors e where e.job_id = :nr_id), 1,
+    'the repeated fail logged no second error');
+
+-- A job runs max_retries + 1 times, then goes dead.
+select job_id as m0_id, lease_token as m0_token from pgq_test.running_job('mail', 0) \gset
+select is(pgq.fail(:m0_id, :'m0_token', 'no retries'), 'dead',
+    'with max_retries 0 the first failed attempt is dead');
+select is((pgq_test.job(:m0_id)).finished_at, now(), 'the dead job has finished_at');
+
+select pgq_test.fresh_queue('fail1') as q1 \gset
+select job_id as m1_id, lease_token as m1_token from pgq_test.running_job('mail', 1, :'q1') \gset
+select is(pgq.fail(:m1_id, :'m1_token', 'first of two'), 'available',
+    'with max_retries 1 the first failed attempt is retried');
+select pgq_test.make_due(:m1_id);
+select c.lease_token as m1_token2, c.attempt as m1_attempt2
+  from pgq.claim('pgtap-worker', array[:'q1']) c \gset
+select is(:m1_attempt2, 2, 'the retry runs as attempt 2');
+select is(pgq.fail(:m1_id, :'m1_token2', 'second of two'), 'dead',
+    'with max_retries 1 the second failed attempt is dead');
+select row_eq(format('select j.state, j.attempt, j.last_error from pgq.jobs j where j.id = %s', :m1_id),
+    row('dead'::text, 2, 'second of two'::text),
+    'the dead job keeps its attempt count and last error');
+select results_eq(
+    format('select e.attempt from pgq.attempt_errors e where e.job_id = %s order by e.id', :m1_id),
+    array[1, 2], 'both attempts'' errors are kept');
+
+-- Refusals: stale token, expired lease, cancelled, succeeded, unknown job, NULLs.
+select job_id as r_id, lease_token as r_token from pgq_test.running_job('mail') \gset
+select throws_ok(format('select pgq.fail(%s, %L, %L)', :r_id, gen_random_uuid(), 'x'),
+    'PQ101', null, 'a stale token is refused with lease_lost');
+select throws_ok(format('select pgq.fail(%s, null, %L)', :r_id, 'x'),
+    'PQ101', null, 'a NULL token is refused with lease_lost');
+select throws_ok(format('select pgq.fail(%s, %L, %L)', -1, :'r_token', 'x'),
+    'PQ101', null, 'an unknown job id is refused with lease_lost');
+select throws_ok(format('select pgq.fail(%s, %L, null)', :r_id, :'r_token'),
+    'PQ001', null, 'a NULL error is refused with invalid_argument');
+select throws_ok(format('select pgq.fail(%s, %L, %L, null)', :r_id, :'r_token', 'x'),
+    'PQ001', null, 'a NULL retry is refused with invalid_argument');
+select row_eq(format('select j.state, j.lease_token, j.last_error, j.attempt from pgq.jobs j where j.id = %s', :r_id),
+    row('running'::text, :'r_token'::uuid, null::text, 1),
+    'the refused fails left the job running under its lease');
+select is_empty(format('select from pgq.attempt_errors e where e.job_id = %s', :r_id),
+    'the refused fails logged no error');
+
+select pgq_test.backdate_lease(:r_id);
+select throws_ok(format('select pgq.fail(%s, %L, %L)', :r_id, :'r_token', 'too late'),
+    'PQ101', null, 'an expired lease is refused with lease_lost even with the right token');
+select row_eq(format('select j.state, j.lease_token, j.last_error from pgq.jobs j where j.id = %s', :r_id),
+    row('running'::text, :'r_token'::uuid, null::text),
+    'the refused fail left the expired job as it was (claim will fail the attempt)');
+select is_empty(format('select from pgq.attempt_errors e where e.job_id = %s', :r_id),
+    'the refused fail of an expired lease logged no error');
+
+select job_id as c_id, lease_token as c_token from pgq_test.running_job('mail') \gset
+select pgq.cancel(:c_id) as c_state \gset
+select throws_ok(format('select pgq.fail(%s, %L, %L)', :c_id, :'c_token', 'x'),
+    'PQ101', null, 'fail of a cancelled job is refused with lease_lost');
+select row_eq(format('select j.state, j.last_error from pgq.jobs j where j.id = %s', :c_id),
+    row('cancelled'::text, null::text), 'the refused fail left the job cancelled');
+
+select job_id as s_id, lease_token as s_token from pgq_test.running_job('mail') \gset
+select pgq.complete(:s_id, :'s_token');
+select throws_ok(format('select pgq.fail(%s, %L, %L)', :s_id, :'s_token', 'x'),
+    'PQ101', null, 'fail of a succeeded job is refused with lease_lost');
+select row_eq(format('select j.state, j.last_error from pgq.jobs j where j.id = %s', :s_id),
+    row('succeeded'::text, null::text), 'the refused fail left the job succeeded');
+select is_empty(format('select from pgq.attempt_errors e where e.job_id in (%s, %s)', :c_id, :s_id),
+    'fails refused for finished jobs logged no error');
+
+-- A long backoff base with a high attempt number still schedules (no overflow).
+select pgq_test.fresh_queue('slow') as qs \gset
+select pgq.configure_queue(:'qs', max_retries => 1000, backoff_base => interval '1 hour',
+                           backoff_max => interval '1 day');
+select job_id as h_id, lease_token as h_token from pgq_test.running_job('mail', null, :'qs') \gset
+update pgq.jobs set attempt = 500 where id = :h_id;
+select lives_ok(format('select pgq.fail(%s, %L, %L)', :h_id, :'h_token', 'again'),
+    'fail of attempt 500 in a queue with a 1 hour base does not overflow');
+select ok((pgq_test.job(:h_id)).state = 'available'
+          and (pgq_test.job(:h_id)).run_at between now() + interval '12 hours' and now() + interval '1 day',
+    'its retry is scheduled within [max/2, max]');
+
+-- Privileges: workers and admins fail jobs, producers may not.
+select job_id as p_id, lease_token as p_token from pgq_test.running_job('mail') \gset
+set local role pgq_producer;
+select throws_ok(format('select pgq.fail(%s, %L, %L)', :p_id, :'p_token', 'x'),
+    '42501', null, 'pgq_producer may not call fail');
+reset role;
+select is((pgq_test.job(:p_id)).state, 'running', 'the refused call left the job running');
+set local role pgq_worker;
+select lives_ok(format('select pgq.fail(%s, %L, %L)', :p_id, :'p_token', 'from worker'),
+    'pgq_worker may call fail');
+reset role;
+select job_id as a_id, lease_token as a_token from pgq_test.running_job('mail') \gset
+set local role pgq_admin;
+select lives_ok(format('select pgq.fail(%s, %L, %L)', :a_id, :'a_token', 'from admin'),
+    'pgq_admin may call fail');
+reset role;
+select results_eq(
+    format('select j.state, j.last_error from pgq.jobs j where j.id in (%s, %s) order by j.id', :p_id, :a_id),
+    $$values ('available'::text, 'from worker'::text), ('available', 'from admin')$$,
+    'the worker''s and admin''s fails took effect');
+
+select * from finish();
+rollback;
