@@ -1,10 +1,27 @@
 -- Enqueue: a job becomes available (or scheduled, with a later run_at) when the
 -- caller's transaction commits. Callable from any SQL, function or trigger.
 
+-- Internal: refuse job `ord` of `total` with `message`: PQ001, nothing enqueued.
+create or replace function pgq._reject_job(ord bigint, total integer, message text)
+returns boolean
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+begin
+    raise exception using errcode = 'PQ001',
+        message = case when _reject_job.total = 1 then _reject_job.message
+                       else format('%s (job %s of %s)', _reject_job.message, _reject_job.ord,
+                                   _reject_job.total) end,
+        hint = 'Nothing was enqueued.';
+end;
+$$;
+comment on function pgq._reject_job(bigint, integer, text) is
+    'Internal: raise PQ001 for a bad job of an enqueue; called by the insert that validates.';
+
 -- Enqueue many jobs in one statement. Each array is NULL (every job takes the
 -- default) or as long as job_names; a NULL element takes the default for that job.
 -- Returns the job ids in input order; a job whose idempotency key already exists
--- is not inserted and its existing id is returned in its place.
+-- is not inserted and its existing id is returned in its place. Wakes listening
+-- workers with one NOTIFY per queue that got jobs due now.
 create or replace function pgq.enqueue_many(job_names text[], payloads jsonb[] default null,
                                             queues text[] default null,
                                             run_ats timestamptz[] default null,
@@ -42,36 +59,6 @@ begin
             hint = 'Each array must be NULL or as long as job_names.';
     end if;
 
-    -- One pass finds the first bad job; nothing is inserted unless all are valid.
-    select case when v_count = 1 then e.msg else format('%s (job %s of %s)', e.msg, e.ord, v_count) end
-      into v_error
-      from (select i.ord,
-                   case
-                   when i.job_name is null or length(i.job_name) not between 1 and 200
-                       then 'invalid job_name: must be 1 to 200 characters'
-                   when i.payload is not null and jsonb_typeof(i.payload) <> 'object'
-                       then format('invalid payload: must be a JSON object, not %s', jsonb_typeof(i.payload))
-                   when pg_column_size(i.payload) > 1048576
-                       then format('invalid payload: %s bytes, at most 1048576 allowed', pg_column_size(i.payload))
-                   when i.queue is not null and length(i.queue) not between 1 and 128
-                       then 'invalid queue: must be 1 to 128 characters'
-                   when i.max_retries not between 0 and 1000
-                       then format('invalid max_retries %s: must be between 0 and 1000', i.max_retries)
-                   when i.idempotency_key is not null and length(i.idempotency_key) not between 1 and 512
-                       then 'invalid idempotency_key: must be 1 to 512 characters'
-                   end as msg
-              from unnest(enqueue_many.job_names, enqueue_many.payloads, enqueue_many.queues,
-                          enqueue_many.max_retries, enqueue_many.idempotency_keys)
-                   with ordinality as i(job_name, payload, queue, max_retries, idempotency_key, ord)
-           ) as e
-     where e.msg is not null
-     order by e.ord
-     limit 1;
-    if v_error is not null then
-        raise exception using errcode = 'PQ001', message = v_error,
-            hint = 'Nothing was enqueued.';
-    end if;
-
     -- A queue exists from its first job, so pause/resume/stats know it.
     insert into pgq.queues as q (queue)
     select distinct coalesce(i.queue, 'default')
@@ -83,6 +70,8 @@ begin
     -- Ids are taken in input order up front, so the result is in input order.
     v_ids := array(select nextval('pgq.jobs_id_seq'::regclass) from generate_series(1, v_count));
 
+    -- Validation rides along the insert: the first bad job in input order raises,
+    -- which undoes the whole statement, so nothing is enqueued.
     insert into pgq.jobs as j (id, queue, job_name, payload, priority, run_at, max_retries,
                                idempotency_key)
     select v_ids[i.ord], q.queue, i.job_name, coalesce(i.payload, '{}'), coalesce(i.priority, 0),
@@ -93,8 +82,36 @@ begin
            with ordinality as i(job_name, payload, queue, run_at, priority, max_retries,
                                 idempotency_key, ord)
       join pgq.queues q on q.queue = coalesce(i.queue, 'default')
+     where case
+           when i.job_name is null or length(i.job_name) not between 1 and 200
+               then pgq._reject_job(i.ord, v_count, 'invalid job_name: must be 1 to 200 characters')
+           when jsonb_typeof(i.payload) <> 'object'
+               then pgq._reject_job(i.ord, v_count,
+                        format('invalid payload: must be a JSON object, not %s', jsonb_typeof(i.payload)))
+           when pg_column_size(i.payload) > 1048576
+               then pgq._reject_job(i.ord, v_count,
+                        format('invalid payload: %s bytes, at most 1048576 allowed',
+                               pg_column_size(i.payload)))
+           when length(i.queue) not between 1 and 128
+               then pgq._reject_job(i.ord, v_count, 'invalid queue: must be 1 to 128 characters')
+           when i.max_retries not between 0 and 1000
+               then pgq._reject_job(i.ord, v_count,
+                        format('invalid max_retries %s: must be between 0 and 1000', i.max_retries))
+           when length(i.idempotency_key) not between 1 and 512
+               then pgq._reject_job(i.ord, v_count,
+                        'invalid idempotency_key: must be 1 to 512 characters')
+           else true
+           end
      order by i.ord
     on conflict (idempotency_key) where idempotency_key is not null do nothing;
+
+    -- One NOTIFY per queue with jobs due now; PostgreSQL delivers it at commit and
+    -- folds identical ones within a transaction.
+    perform pg_notify('pgq_jobs', w.queue)
+       from (select distinct coalesce(i.queue, 'default') as queue
+               from unnest(enqueue_many.job_names, enqueue_many.queues, enqueue_many.run_ats)
+                    as i(job_name, queue, run_at)
+              where i.run_at is null or i.run_at <= now()) as w;
 
     if enqueue_many.idempotency_keys is null then
         return v_ids;
@@ -137,24 +154,3 @@ end;
 $$;
 comment on function pgq.enqueue(text, jsonb, text, timestamptz, integer, integer, text) is
     'Enqueue one job; returns its id (the existing job''s id for a known idempotency key). PQ001 on bad input.';
-
--- One NOTIFY per statement and queue, for jobs runnable now; PostgreSQL delivers
--- it at commit, and folds identical ones within a transaction.
-create or replace function pgq._tg_jobs_after_insert()
-returns trigger
-language plpgsql security definer set search_path = pg_catalog, pg_temp
-as $$
-begin
-    perform pg_notify('pgq_jobs', n.queue)
-       from (select distinct nj.queue from new_jobs nj where nj.run_at <= now()) as n;
-    return null;
-end;
-$$;
-comment on function pgq._tg_jobs_after_insert() is
-    'Internal: wake workers listening on pgq_jobs once per inserted queue, for jobs due now.';
-
-drop trigger if exists jobs_after_insert on pgq.jobs;
-create trigger jobs_after_insert
-    after insert on pgq.jobs
-    referencing new table as new_jobs
-    for each statement execute function pgq._tg_jobs_after_insert();

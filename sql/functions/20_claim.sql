@@ -65,36 +65,22 @@ begin
     perform pgq._expire_leases();
 
     return query
-    with recursive levels (queue, lease, priority) as (
-        -- The priorities present in each unpaused queue, one index probe each, so
-        -- that each level below is a bounded range scan that stops at the first
-        -- job not yet due.
-        select q.queue, q.lease,
-               (select min(j.priority) from pgq.jobs j
-                 where j.queue = q.queue and j.state = 'available')
+    with picked as (
+        -- Per unpaused queue, one ordered range scan of jobs_claim_idx; jobs not yet
+        -- due are skipped inside the index (run_at is a key column), without heap visits.
+        select c.id, q.lease, c.priority, c.run_at
           from pgq.queues q
-         where q.queue = any (claim.queues)
-           and not q.paused
-        union all
-        select l.queue, l.lease,
-               (select min(j.priority) from pgq.jobs j
-                 where j.queue = l.queue and j.state = 'available' and j.priority > l.priority)
-          from levels l
-         where l.priority is not null
-    ),
-    picked as (
-        select c.id, l.lease, c.priority, c.run_at
-          from levels l
          cross join lateral (
                select j.id, j.priority, j.run_at
                  from pgq.jobs j
-                where j.queue = l.queue
+                where j.queue = q.queue
                   and j.state = 'available'
-                  and j.priority = l.priority
                   and j.run_at <= now()
-                order by j.run_at, j.id
+                order by j.priority, j.run_at, j.id
                 limit claim.batch
                   for update skip locked) as c
+         where q.queue = any (claim.queues)
+           and not q.paused
          order by c.priority, c.run_at, c.id
          limit claim.batch
     ),
