@@ -63,6 +63,9 @@ returns void
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 begin
+    if _set_paused.queue is null then
+        raise exception using errcode = 'PQ001', message = 'invalid queue: must not be null';
+    end if;
     update pgq.queues q
        set paused = _set_paused.paused, updated_at = now()
      where q.queue = _set_paused.queue;

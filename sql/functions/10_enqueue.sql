@@ -59,6 +59,14 @@ begin
             hint = 'Each array must be NULL or as long as job_names.';
     end if;
 
+    -- Queue names are checked before their queues are created, so that a bad name
+    -- is refused with PQ001 and not by the queues table's check constraint.
+    perform pgq._reject_job(b.ord, v_count, 'invalid queue: must be 1 to 128 characters')
+       from (select min(i.ord) as ord
+               from unnest(enqueue_many.queues) with ordinality as i(queue, ord)
+              where length(i.queue) not between 1 and 128) as b
+      where b.ord is not null;
+
     -- A queue exists from its first job, so pause/resume/stats know it.
     insert into pgq.queues as q (queue)
     select distinct coalesce(i.queue, 'default')
@@ -92,8 +100,6 @@ begin
                then pgq._reject_job(i.ord, v_count,
                         format('invalid payload: %s bytes, at most 1048576 allowed',
                                pg_column_size(i.payload)))
-           when length(i.queue) not between 1 and 128
-               then pgq._reject_job(i.ord, v_count, 'invalid queue: must be 1 to 128 characters')
            when i.max_retries not between 0 and 1000
                then pgq._reject_job(i.ord, v_count,
                         format('invalid max_retries %s: must be between 0 and 1000', i.max_retries))

@@ -19,6 +19,3 @@ $$;
 
 grant usage on schema pgq to pgq_producer, pgq_worker, pgq_admin;
 
--- Functions created later by the migrating role are not executable by PUBLIC,
--- even for the moment between their creation and 90_grants.sql.
-alter default privileges in schema pgq revoke execute on functions from public;
