@@ -44,36 +44,42 @@ begin
     if v_count = 0 then
         return '{}';
     end if;
-    select format('invalid %s: %s has %s elements, job_names has %s', a.name, a.name, a.len, v_count)
-      into v_error
-      from (values ('payloads', cardinality(enqueue_many.payloads)),
-                   ('queues', cardinality(enqueue_many.queues)),
-                   ('run_ats', cardinality(enqueue_many.run_ats)),
-                   ('priorities', cardinality(enqueue_many.priorities)),
-                   ('max_retries', cardinality(enqueue_many.max_retries)),
-                   ('idempotency_keys', cardinality(enqueue_many.idempotency_keys))) as a(name, len)
-     where a.len <> v_count
-     limit 1;
-    if v_error is not null then
+    if cardinality(enqueue_many.payloads) <> v_count
+       or cardinality(enqueue_many.queues) <> v_count
+       or cardinality(enqueue_many.run_ats) <> v_count
+       or cardinality(enqueue_many.priorities) <> v_count
+       or cardinality(enqueue_many.max_retries) <> v_count
+       or cardinality(enqueue_many.idempotency_keys) <> v_count then
+        select format('invalid %s: %s has %s elements, job_names has %s', a.name, a.name, a.len, v_count)
+          into v_error
+          from (values ('payloads', cardinality(enqueue_many.payloads)),
+                       ('queues', cardinality(enqueue_many.queues)),
+                       ('run_ats', cardinality(enqueue_many.run_ats)),
+                       ('priorities', cardinality(enqueue_many.priorities)),
+                       ('max_retries', cardinality(enqueue_many.max_retries)),
+                       ('idempotency_keys', cardinality(enqueue_many.idempotency_keys))) as a(name, len)
+         where a.len <> v_count
+         limit 1;
         raise exception using errcode = 'PQ001', message = v_error,
             hint = 'Each array must be NULL or as long as job_names.';
     end if;
 
-    -- Queue names are checked before their queues are created, so that a bad name
-    -- is refused with PQ001 and not by the queues table's check constraint.
-    perform pgq._reject_job(b.ord, v_count, 'invalid queue: must be 1 to 128 characters')
-       from (select min(i.ord) as ord
-               from unnest(enqueue_many.queues) with ordinality as i(queue, ord)
-              where length(i.queue) not between 1 and 128) as b
-      where b.ord is not null;
-
-    -- A queue exists from its first job, so pause/resume/stats know it.
-    insert into pgq.queues as q (queue)
-    select distinct coalesce(i.queue, 'default')
-      from unnest(enqueue_many.queues) as i(queue)
-    union
-    select 'default' where enqueue_many.queues is null
-    on conflict on constraint queues_pkey do nothing;
+    -- A queue exists from its first job, so pause/resume/stats know it. Most calls
+    -- name known queues: one lookup settles that, and only new queues are inserted,
+    -- after their names are checked (PQ001, not the table's check constraint).
+    if exists (select from (select distinct coalesce(i.queue, 'default') as queue
+                              from unnest(coalesce(enqueue_many.queues, '{null}')) as i(queue)) as n
+                where not exists (select from pgq.queues q where q.queue = n.queue)) then
+        perform pgq._reject_job(b.ord, v_count, 'invalid queue: must be 1 to 128 characters')
+           from (select min(i.ord) as ord
+                   from unnest(enqueue_many.queues) with ordinality as i(queue, ord)
+                  where length(i.queue) not between 1 and 128) as b
+          where b.ord is not null;
+        insert into pgq.queues as q (queue)
+        select distinct coalesce(i.queue, 'default')
+          from unnest(coalesce(enqueue_many.queues, '{null}')) as i(queue)
+        on conflict on constraint queues_pkey do nothing;
+    end if;
 
     -- Ids are taken in input order up front, so the result is in input order.
     v_ids := array(select nextval('pgq.jobs_id_seq'::regclass) from generate_series(1, v_count));
