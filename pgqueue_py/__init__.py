@@ -16,11 +16,13 @@ from pgqueue_py.errors import (
     QueueNotFound,
 )
 from pgqueue_py.jobs import Handler, JobType
+from pgqueue_py.worker import JobContext, Worker
 
 __all__ = [
     "ConfigurationError",
     "Handler",
     "InvalidArgument",
+    "JobContext",
     "JobNotFound",
     "JobStateConflict",
     "JobType",
@@ -31,4 +33,5 @@ __all__ = [
     "PgqError",
     "Queue",
     "QueueNotFound",
+    "Worker",
 ]
