@@ -1,49 +1,629 @@
-"""The ``pgqueue`` command line. Minimal for now: ``migrate``; more commands join later."""
+"""The ``pgqueue`` command line: migrate, run workers, enqueue, inspect and operate queues.
+
+Every command reads the database from ``--dsn`` or ``DATABASE_URL``. Failures are one
+line on stderr, ``pgqueue: error: <message>``; :data:`EXIT_CODES` is the one place that
+says which exit code each kind of failure gets.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import inspect
+import json
+import logging
 import os
+import re
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import IO, Any, ClassVar, TypeVar
+from uuid import UUID
 
 import click
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
+from pgqueue_py._throwaway import PostgresBinariesNotFound, ThrowawayPostgresError
+from pgqueue_py.client import AttemptError, DeadJob, JobDetails, Queue, QueueStats
+from pgqueue_py.errors import ConfigurationError, JobNotFound, PgqError
+from pgqueue_py.jobs import Handler, JobType
 from pgqueue_py.migrate import MigrateError, migrate
+from pgqueue_py.worker import Worker, WorkerThreadDied
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DSN_ENV = "DATABASE_URL"
+
+EXIT_REFUSED = 1
+"""The engine refused (unknown job, wrong state, bad argument...) or the database failed."""
+EXIT_USAGE = 2
+"""A bad option or argument, no DSN, a MODULE:ATTR that does not load."""
 
 
-class MissingDsn(click.ClickException):
-    """No database to talk to: a usage error, shown as one line."""
-
-    exit_code = 2
-
-    def __init__(self) -> None:
-        super().__init__("no database given: pass --dsn or set DATABASE_URL")
+class DemoFailed(RuntimeError):
+    """The demo's own checks failed (a duplicate effect, a job left behind...)."""
 
 
-def _dsn_option(dsn: str | None) -> str:
+class OneLineError(click.ClickException):
+    """A failure shown as ``pgqueue: error: <message>``, on one line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()) or "unknown error")
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"pgqueue: error: {self.format_message()}", err=True, file=file)
+
+
+class Refused(OneLineError):
+    """The engine refused or the database failed."""
+
+    exit_code = EXIT_REFUSED
+
+
+class Misconfigured(OneLineError):
+    """No DSN, a MODULE:ATTR that does not load, no PostgreSQL for the demo..."""
+
+    exit_code = EXIT_USAGE
+
+
+# The one place that maps failures to exit codes: the first matching class wins. click's
+# own usage errors (bad options and arguments) keep click's message and exit 2 too.
+EXIT_CODES: tuple[tuple[type[BaseException], type[OneLineError]], ...] = (
+    (ConfigurationError, Misconfigured),
+    (PostgresBinariesNotFound, Misconfigured),
+    (PgqError, Refused),
+    (psycopg.Error, Refused),
+    (MigrateError, Refused),
+    (WorkerThreadDied, Refused),
+    (ThrowawayPostgresError, Refused),
+    (DemoFailed, Refused),
+)
+
+
+class PgqueueGroup(click.Group):
+    """Runs a command and turns the failures in :data:`EXIT_CODES` into one-line errors."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            for kind, error in EXIT_CODES:
+                if isinstance(exc, kind):
+                    raise error(str(exc)) from exc
+            raise
+
+
+@click.group(cls=PgqueueGroup)
+def main() -> None:
+    """pgqueue: a job queue engine that lives inside PostgreSQL.
+
+    Every command takes --dsn (a libpq URL or key=value string), defaulting to
+    $DATABASE_URL.
+
+    \b
+    Exit codes:
+      0  success
+      1  the engine refused (unknown job, wrong state, bad argument, ...) or the
+         database failed; one line "pgqueue: error: <message>" on stderr
+      2  usage or configuration error: bad option, no DSN, a MODULE:ATTR that
+         does not load
+    """
+
+
+def dsn_option(command: F) -> F:
+    """The ``--dsn`` option every command takes."""
+    return click.option(
+        "--dsn",
+        envvar=DSN_ENV,
+        show_envvar=True,
+        metavar="DSN",
+        help="PostgreSQL connection string (URL or key=value).",
+    )(command)
+
+
+def require_dsn(dsn: str | None) -> str:
+    """The DSN, checked for shape; ConfigurationError when missing or unreadable."""
     if not dsn:
-        raise MissingDsn()
+        raise ConfigurationError(f"no database given: pass --dsn or set {DSN_ENV}")
+    try:
+        conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigurationError(f"invalid DSN: {exc}") from exc
     return dsn
 
 
-@click.group()
-def main() -> None:
-    """pgqueue: a job queue engine that lives inside PostgreSQL."""
+@dataclass(frozen=True)
+class Session:
+    """One command's database: a ``Queue`` and the connection its calls use."""
+
+    queue: Queue
+    conn: psycopg.Connection[Any]
+
+
+@contextmanager
+def session(dsn: str | None) -> Iterator[Session]:
+    """Connect once, failing fast when the database is unreachable (a pool would wait
+    for its timeout), and hand that connection to every ``Queue`` call."""
+    resolved = require_dsn(dsn)
+    with (
+        psycopg.connect(resolved, autocommit=True, connect_timeout=10) as conn,
+        Queue(resolved, min_connections=0, max_connections=1) as queue,
+    ):
+        yield Session(queue, conn)
+
+
+# click.ParamType is generic since click 8.4; the project supports click 8.1 too.
+class Duration(click.ParamType):  # type: ignore[type-arg]
+    """A duration: ``30s``, ``15m``, ``2h``, ``7d``, ``500ms``, ``1h30m``; a bare number
+    is seconds."""
+
+    name = "duration"
+    _UNITS: ClassVar[dict[str, float]] = {
+        "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800,
+    }  # fmt: skip
+    _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        text = str(value).strip().lower()
+        try:
+            return timedelta(seconds=float(text))
+        except ValueError:
+            pass
+        if not text or self._PART.sub("", text):
+            self.fail(f"{value!r} is not a duration (like 30s, 15m, 2h, 7d)", param, ctx)
+        seconds = sum(float(n) * self._UNITS[unit] for n, unit in self._PART.findall(text))
+        return timedelta(seconds=seconds)
+
+
+DURATION = Duration()
+
+
+# -- migrate -------------------------------------------------------------------------------
 
 
 @main.command("migrate")
-@click.option(
-    "--dsn",
-    default=lambda: os.environ.get("DATABASE_URL"),
-    help="PostgreSQL DSN (URL or key=value); defaults to $DATABASE_URL.",
-)
+@dsn_option
 def migrate_command(dsn: str | None) -> None:
     """Apply pending migrations, then (re)create every pgq function."""
-    try:
-        result = migrate(_dsn_option(dsn))
-    except (MigrateError, psycopg.Error) as exc:
-        raise click.ClickException(str(exc).strip()) from exc
+    result = migrate(require_dsn(dsn))
     if result.applied_migrations:
         click.echo("applied migrations: " + ", ".join(result.applied_migrations))
     else:
         click.echo("no pending migrations")
     click.echo(f"applied {result.functions_applied} function files")
+
+
+# -- worker --------------------------------------------------------------------------------
+
+
+@main.command("worker")
+@click.argument("app", metavar="MODULE:ATTR")
+@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Handler threads.")  # fmt: skip
+@click.option("--queue", "queues", multiple=True, metavar="QUEUE",
+              help="Queue to claim from (repeatable); default: the job types' queues.")  # fmt: skip
+@click.option("--lease", type=DURATION, default=None, metavar="SECONDS",
+              help="Lease per claim, at least 1s; default: the queue's lease.")  # fmt: skip
+@click.option("--no-listen", is_flag=True, help="Poll only; do not LISTEN for new jobs.")
+@click.option("--worker-id", default=None, metavar="ID",
+              help="Name recorded with each claim; default: host:pid:random.")  # fmt: skip
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True)  # fmt: skip
+@dsn_option
+def worker_command(
+    app: str,
+    concurrency: int,
+    queues: tuple[str, ...],
+    lease: timedelta | None,
+    no_listen: bool,
+    worker_id: str | None,
+    log_level: str,
+    dsn: str | None,
+) -> None:
+    """Run the handlers in MODULE:ATTR until SIGTERM/SIGINT.
+
+    ATTR is a mapping {JobType: handler} or a function without arguments that returns
+    one. The first SIGTERM/SIGINT stops claiming and lets running jobs finish; a second
+    one stops at once (unfinished jobs are retried when their leases expire).
+    """
+    handlers = load_handlers(app)
+    resolved = require_dsn(dsn)
+    with psycopg.connect(resolved, connect_timeout=10):
+        pass  # an unreachable database is an error now, not a worker retrying forever
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # The worker needs a connection per handler using run_once, plus three of its own.
+    with Queue(resolved, max_connections=concurrency + 4) as queue:
+        try:
+            worker = Worker(
+                queue,
+                handlers,
+                concurrency=concurrency,
+                queues=list(queues) or None,
+                lease=lease,
+                worker_id=worker_id,
+                listen=not no_listen,
+            )
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from exc
+        worker.run()
+
+
+def load_handlers(spec: str) -> Mapping[JobType[Any], Handler[Any]]:
+    """The handlers named by ``module:attr``; ConfigurationError, in one line, otherwise."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigurationError(f"expected MODULE:ATTR, got {spec!r}")
+    # As `python -m` does: modules of the current folder are importable.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    try:
+        found: object = module
+        for name in attr.split("."):
+            found = getattr(found, name)
+    except AttributeError:
+        raise ConfigurationError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if callable(found) and not isinstance(found, Mapping):
+        if _required_parameters(found):
+            raise ConfigurationError(
+                f"{spec} is a function that takes arguments; it must take none and "
+                "return a mapping {JobType: handler}"
+            )
+        found = found()
+    if not isinstance(found, Mapping) or not found:
+        raise ConfigurationError(
+            f"{spec} must be a non-empty mapping {{JobType: handler}} or a function "
+            f"returning one, not {type(found).__name__}"
+        )
+    for job_type, handler in found.items():
+        if not isinstance(job_type, JobType) or not callable(handler):
+            raise ConfigurationError(
+                f"{spec} must map JobType to handler; found {job_type!r}: {handler!r}"
+            )
+    return found
+
+
+def _required_parameters(fn: Callable[..., object]) -> list[str]:
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []  # no signature to read: calling it will tell
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return [p.name for p in parameters if p.default is p.empty and p.kind not in variadic]
+
+
+# -- producing -----------------------------------------------------------------------------
+
+
+class LocalDatetime(click.ParamType):  # type: ignore[type-arg]  # as Duration
+    """An ISO 8601 date and time; without an offset it is the local time."""
+
+    name = "iso-datetime"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            parsed = datetime.fromisoformat(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 date and time", param, ctx)
+        return parsed if parsed.utcoffset() is not None else parsed.astimezone()
+
+
+@main.command("enqueue")
+@click.argument("job_name")
+@click.argument("payload", metavar="[PAYLOAD_JSON]", required=False, default="{}")
+@click.option("--queue", default="default", show_default=True)
+@click.option("--priority", type=int, default=0, show_default=True, help="Lower runs first.")
+@click.option("--delay", type=DURATION, default=None, metavar="SECONDS",
+              help="Run this long from now (30, 30s, 15m...).")  # fmt: skip
+@click.option("--run-at", type=LocalDatetime(), default=None, metavar="ISO",
+              help="Run at this time (ISO 8601; local time without an offset).")  # fmt: skip
+@click.option("--max-retries", type=int, default=None, help="Default: the queue's.")
+@click.option("--idempotency-key", default=None, metavar="KEY",
+              help="If a job has this key, print its id and add nothing.")  # fmt: skip
+@dsn_option
+def enqueue_command(
+    job_name: str,
+    payload: str,
+    queue: str,
+    priority: int,
+    delay: timedelta | None,
+    run_at: datetime | None,
+    max_retries: int | None,
+    idempotency_key: str | None,
+    dsn: str | None,
+) -> None:
+    """Add a job JOB_NAME with a JSON object as payload; print its id."""
+    try:
+        data = json.loads(payload)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="PAYLOAD_JSON") from exc
+    if not isinstance(data, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="PAYLOAD_JSON")
+    if delay is not None and run_at is not None:
+        raise click.UsageError("--delay and --run-at are exclusive")
+    # The command line cannot know the payload's type: a job type made on the spot,
+    # whose payload is the plain JSON object.
+    job: JobType[dict[str, Any]] = JobType(job_name, dict)
+    with session(dsn) as s:
+        job_id = s.queue.add(
+            job, data, queue=queue, priority=priority, delay=delay, run_at=run_at,
+            max_retries=max_retries, idempotency_key=idempotency_key, conn=s.conn,
+        )  # fmt: skip
+    click.echo(job_id)
+
+
+# -- inspecting ----------------------------------------------------------------------------
+
+
+@main.command("stats")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@dsn_option
+def stats_command(as_json: bool, dsn: str | None) -> None:
+    """Every queue's job counts (pgq.queue_stats)."""
+    with session(dsn) as s:
+        rows = s.queue.stats(conn=s.conn)
+    if as_json:
+        echo_json(rows)
+    elif not rows:
+        click.echo("no queues yet")
+    else:
+        click.echo(stats_table(rows))
+
+
+@main.command("dead")
+@click.option("--queue", default=None, help="Only this queue.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with the whole errors).")
+@dsn_option
+def dead_command(queue: str | None, limit: int, as_json: bool, dsn: str | None) -> None:
+    """Dead jobs, latest first, with their last error (pgq.dead_letter)."""
+    with session(dsn) as s:
+        rows = s.queue.dead_letter(queue=queue, limit=limit, conn=s.conn)
+    if as_json:
+        echo_json(rows)
+    elif not rows:
+        click.echo("no dead jobs")
+    else:
+        click.echo(dead_table(rows))
+
+
+@main.command("errors")
+@click.argument("job_id", type=int)
+@dsn_option
+def errors_command(job_id: int, dsn: str | None) -> None:
+    """Every failed attempt's error for one job (pgq.job_errors)."""
+    with session(dsn) as s:
+        errors = s.queue.job_errors(job_id, conn=s.conn)
+        if not errors and s.queue.job(job_id, conn=s.conn) is None:
+            raise JobNotFound(f"job {job_id} not found")
+    if not errors:
+        click.echo(f"job {job_id} has no failed attempts")
+    for error in errors:
+        click.echo(attempt_text(error))
+
+
+@main.command("job")
+@click.argument("job_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@dsn_option
+def job_command(job_id: int, as_json: bool, dsn: str | None) -> None:
+    """One job, whatever its state (pgq.job_details)."""
+    with session(dsn) as s:
+        job = s.queue.job(job_id, conn=s.conn)
+    if job is None:
+        raise JobNotFound(f"job {job_id} not found")
+    if as_json:
+        echo_json(job)
+    else:
+        click.echo(job_text(job))
+
+
+# -- operating -----------------------------------------------------------------------------
+
+
+@main.command("retry")
+@click.argument("job_id", type=int, required=False)
+@click.option("--all-dead", is_flag=True, help="Retry every dead job (of --queue, or all).")
+@click.option("--queue", default=None, help="With --all-dead: only this queue.")
+@dsn_option
+def retry_command(job_id: int | None, all_dead: bool, queue: str | None, dsn: str | None) -> None:
+    """Retry a dead or cancelled job now, with fresh attempts; or --all-dead."""
+    if (job_id is None) == (not all_dead):
+        raise click.UsageError("give either JOB_ID or --all-dead")
+    if queue is not None and not all_dead:
+        raise click.UsageError("--queue goes with --all-dead")
+    with session(dsn) as s:
+        if job_id is not None:
+            s.queue.retry(job_id, conn=s.conn)
+            click.echo(f"job {job_id} is available again")
+        else:
+            count = s.queue.retry_dead(queue, conn=s.conn)
+            click.echo(f"retried {count} dead job{'' if count == 1 else 's'}")
+
+
+@main.command("cancel")
+@click.argument("job_id", type=int)
+@dsn_option
+def cancel_command(job_id: int, dsn: str | None) -> None:
+    """Cancel an available or running job."""
+    with session(dsn) as s:
+        state = s.queue.cancel(job_id, conn=s.conn)
+    click.echo(f"job {job_id} {state}")
+
+
+@main.command("pause")
+@click.argument("queue")
+@dsn_option
+def pause_command(queue: str, dsn: str | None) -> None:
+    """Stop workers claiming from QUEUE (running jobs go on)."""
+    with session(dsn) as s:
+        s.queue.pause(queue, conn=s.conn)
+    click.echo(f"queue {queue} paused")
+
+
+@main.command("resume")
+@click.argument("queue")
+@dsn_option
+def resume_command(queue: str, dsn: str | None) -> None:
+    """Let workers claim from a paused QUEUE again."""
+    with session(dsn) as s:
+        s.queue.resume(queue, conn=s.conn)
+    click.echo(f"queue {queue} resumed")
+
+
+@main.command("prune")
+@click.option("--older-than", type=DURATION, required=True, metavar="DURATION",
+              help="Finished longer ago than this: 30s, 15m, 2h, 7d.")  # fmt: skip
+@click.option("--include-dead", is_flag=True, help="Delete dead jobs too.")
+@dsn_option
+def prune_command(older_than: timedelta, include_dead: bool, dsn: str | None) -> None:
+    """Delete succeeded and cancelled jobs (and with --include-dead, dead ones) that
+    finished longer ago than --older-than; print how many."""
+    with session(dsn) as s:
+        count = s.queue.prune(older_than, include_dead=include_dead, conn=s.conn)
+    click.echo(f"pruned {count} job{'' if count == 1 else 's'}")
+
+
+# -- demo ----------------------------------------------------------------------------------
+
+
+@main.command("demo")
+@click.option("--jobs", type=click.IntRange(min=20), default=3000, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1, max=16), default=2, show_default=True,
+              help="Worker processes.")  # fmt: skip
+@click.option("--crash/--no-crash", default=True, show_default=True,
+              help="SIGKILL a worker mid-run and show its jobs reclaimed.")  # fmt: skip
+@dsn_option
+def demo_command(jobs: int, workers: int, crash: bool, dsn: str | None) -> None:
+    """See the engine work: thousands of jobs, retries, a dead letter, run-once effects
+    and a worker killed mid-run. Without --dsn/DATABASE_URL it starts a throwaway
+    PostgreSQL cluster of its own (and deletes it at the end)."""
+    from pgqueue_py import demo
+
+    demo.run(dsn=require_dsn(dsn) if dsn else None, jobs=jobs, workers=workers, crash=crash)
+
+
+# -- output --------------------------------------------------------------------------------
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Aligned columns; numbers to the right."""
+    cells = [[str(h) for h in headers], *[[_cell(v) for v in row] for row in rows]]
+    numeric = [all(isinstance(row[i], int) for row in rows) for i in range(len(headers))]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        aligned = zip(row, widths, numeric, strict=True)
+        parts = [c.rjust(w) if n else c.ljust(w) for c, w, n in aligned]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def stats_table(rows: Sequence[QueueStats]) -> str:
+    headers = ("queue", "available", "scheduled", "running", "succeeded", "dead",
+               "cancelled", "oldest", "paused")  # fmt: skip
+    return table(headers, [
+        (r.queue, r.available, r.scheduled, r.running, r.succeeded, r.dead, r.cancelled,
+         age(r.oldest_runnable_age), "yes" if r.paused else "")
+        for r in rows
+    ])  # fmt: skip
+
+
+def dead_table(rows: Sequence[DeadJob]) -> str:
+    headers = ("id", "queue", "job_name", "attempt", "died_at", "last_error")
+    return table(headers, [
+        (r.id, r.queue, r.job_name, r.attempt, r.died_at, one_line(r.last_error))
+        for r in rows
+    ])  # fmt: skip
+
+
+def attempt_text(error: AttemptError) -> str:
+    head = f"attempt {error.attempt} failed at {_cell(error.failed_at)}"
+    if error.worker_id:
+        head += f" on {error.worker_id}"
+    body = "\n".join("    " + line for line in error.error.rstrip().splitlines())
+    return f"{head}:\n{body}"
+
+
+def job_text(job: JobDetails) -> str:
+    fields = [
+        ("id", job.id), ("job_name", job.job_name), ("queue", job.queue),
+        ("state", job.state), ("attempt", f"{job.attempt} of {job.max_retries + 1}"),
+        ("priority", job.priority), ("payload", json.dumps(job.payload, sort_keys=True)),
+        ("run_at", job.run_at), ("created_at", job.created_at),
+        ("started_at", job.started_at), ("finished_at", job.finished_at),
+        ("worker_id", job.worker_id), ("lease_expires_at", job.lease_expires_at),
+        ("idempotency_key", job.idempotency_key), ("last_error", one_line(job.last_error)),
+    ]  # fmt: skip
+    width = max(len(name) for name, _ in fields)
+    return "\n".join(f"{name.ljust(width)}  {_cell(value)}".rstrip() for name, value in fields)
+
+
+def one_line(text: str | None, width: int = 100) -> str:
+    """The first line of ``text``, cut to ``width``."""
+    first = next((line.strip() for line in (text or "").splitlines() if line.strip()), "")
+    return first if len(first) <= width else first[: width - 3] + "..."
+
+
+def age(value: timedelta | None) -> str:
+    """A short age: 42s, 3m07s, 2h05m, 4d03h."""
+    if value is None:
+        return ""
+    seconds = int(value.total_seconds())
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def echo_json(value: object) -> None:
+    """A dataclass row, or a list of them, as indented JSON."""
+    rows = value if isinstance(value, list) else [value]
+    data = [dataclasses.asdict(row) for row in rows
+            if dataclasses.is_dataclass(row) and not isinstance(row, type)]  # fmt: skip
+    click.echo(
+        json.dumps(data if isinstance(value, list) else data[0], indent=2, default=_jsonable)
+    )
