@@ -43,6 +43,8 @@ returns table (id bigint, job_name text, queue text, payload jsonb, attempt inte
                priority integer, run_at timestamptz, created_at timestamptz)
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
+declare
+    v_lease interval := claim.lease;
 begin
     if claim.worker_id is null or length(claim.worker_id) not between 1 and 200 then
         raise exception using errcode = 'PQ001',
@@ -64,37 +66,44 @@ begin
 
     perform pgq._expire_leases();
 
+    -- One queue (the usual claim): its lease is looked up once, not per job.
+    if v_lease is null and cardinality(claim.queues) = 1 then
+        select q.lease into v_lease from pgq.queues q where q.queue = claim.queues[1];
+    end if;
+
     return query
-    with picked as (
-        -- Per unpaused queue, one ordered range scan of jobs_claim_idx; jobs not yet
-        -- due are skipped inside the index (run_at is a key column), without heap visits.
-        select c.id, q.lease, c.priority, c.run_at
-          from pgq.queues q
-         cross join lateral (
-               select j.id, j.priority, j.run_at
-                 from pgq.jobs j
-                where j.queue = q.queue
-                  and j.state = 'available'
-                  and j.run_at <= now()
-                order by j.priority, j.run_at, j.id
-                limit claim.batch
-                  for update skip locked) as c
-         where q.queue = any (claim.queues)
-           and not q.paused
-         order by c.priority, c.run_at, c.id
-         limit claim.batch
-    ),
-    claimed as (
-        update pgq.jobs j
+    with claimed as (
+        -- The picked ids arrive as an array, so the update touches jobs by primary
+        -- key alone, without a join.
+        update pgq.jobs as j
            set state            = 'running',
                attempt          = j.attempt + 1,
                worker_id        = claim.worker_id,
                lease_token      = gen_random_uuid(),
-               lease_duration   = coalesce(claim.lease, p.lease),
-               lease_expires_at = now() + coalesce(claim.lease, p.lease),
+               lease_duration   = coalesce(v_lease, (select q.lease from pgq.queues q
+                                                      where q.queue = j.queue)),
+               lease_expires_at = now() + coalesce(v_lease, (select q.lease from pgq.queues q
+                                                              where q.queue = j.queue)),
                started_at       = now()
-          from picked p
-         where j.id = p.id
+         where j.id = any (array(
+               -- Per unpaused queue, one ordered range scan of jobs_claim_idx; jobs
+               -- not yet due are skipped inside the index (run_at is a key column),
+               -- without heap visits.
+               select c.id
+                 from pgq.queues q
+                cross join lateral (
+                      select a.id, a.priority, a.run_at
+                        from pgq.jobs a
+                       where a.queue = q.queue
+                         and a.state = 'available'
+                         and a.run_at <= now()
+                       order by a.priority, a.run_at, a.id
+                       limit claim.batch
+                         for update skip locked) as c
+                where q.queue = any (claim.queues)
+                  and not q.paused
+                order by c.priority, c.run_at, c.id
+                limit claim.batch))
         returning j.id, j.job_name, j.queue, j.payload, j.attempt, j.max_retries,
                   j.lease_token, j.lease_expires_at, j.priority, j.run_at, j.created_at
     )
