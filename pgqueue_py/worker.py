@@ -53,7 +53,7 @@ T = TypeVar("T")
 
 _FLUSH_DELAY = 0.010
 """Longest time a finished job waits for others before its completion is sent."""
-_FLUSH_MAX = 2000
+_FLUSH_MAX = 1000
 """Most jobs recorded by one ``pgq.complete_many`` call."""
 _CLAIM_LINGER = 0.005
 """After a full batch, how long the claim loop waits for half its slots to free up."""
@@ -273,6 +273,10 @@ class Worker:
         self._shutdown_timeout = shutdown_timeout.total_seconds()
         self._listen = listen
         self._min_batch = max(1, concurrency // 2)
+        # Jobs whose handler returned hold their lease until the flusher records them;
+        # past this many held jobs the worker claims nothing more, so that a slow
+        # database or a flood of failures cannot pile up leased jobs.
+        self._max_held = 2 * concurrency
         lease_seconds = lease.total_seconds() if lease is not None else _DEFAULT_LEASE
         self._heartbeat_every = lease_seconds / 3
 
@@ -512,7 +516,9 @@ class Worker:
         deadline: float | None = None
         while True:
             self._slot_freed.clear()
-            free = self.concurrency - self._in_flight
+            with self._lock:
+                free = min(self.concurrency - self._in_flight,
+                           self._max_held - len(self._running))  # fmt: skip
             if free >= self._min_batch or self._stopping.is_set():
                 return free
             if free > 0:
@@ -726,11 +732,23 @@ class Worker:
                         log.warning("job %s (%s) is dead after attempt %s", ctx.job_id,
                                     ctx.job_name, ctx.attempt, extra=ctx._extra())  # fmt: skip
             failures.pop(0)
-            with self._lock:
-                self._running.pop(ctx.job_id, None)
+            self._forget(ctx)
+            self._slot_freed.set()
 
     def _send_completions(self, pending: list[JobContext]) -> None:
-        batch = [ctx for ctx in pending if not ctx._lost]
+        """Send the completions of ``pending`` in one call; a job listed twice (claimed
+        again by this worker after its first lease expired) waits for the next call."""
+        batch: list[JobContext] = []
+        later: list[JobContext] = []
+        seen: set[int] = set()
+        for ctx in pending:
+            if ctx._lost:
+                continue
+            if ctx.job_id in seen:
+                later.append(ctx)
+            else:
+                seen.add(ctx.job_id)
+                batch.append(ctx)
         if batch:
             for ctx in batch:
                 ctx._sending = True
@@ -745,11 +763,10 @@ class Worker:
             for ctx, outcome in zip(batch, outcomes, strict=True):
                 if outcome.outcome != "succeeded":
                     self._log_lease_lost(ctx)
-        with self._lock:
-            running = self._running
-            for ctx in pending:
-                running.pop(ctx.job_id, None)
-        pending.clear()
+        for ctx in batch:
+            self._forget(ctx)
+        pending[:] = later
+        self._slot_freed.set()
 
     # -- heartbeats and lost leases --------------------------------------------------------
 
@@ -789,13 +806,19 @@ class Worker:
                             continue  # recorded meanwhile
                     self._lease_lost(ctx)
 
+    def _forget(self, ctx: JobContext) -> None:
+        """Stop tracking ``ctx``: its outcome is recorded or its lease is lost. The job
+        may have been claimed again by this worker since; that attempt stays tracked."""
+        with self._lock:
+            if self._running.get(ctx.job_id) is ctx:
+                del self._running[ctx.job_id]
+
     def _lease_lost(self, ctx: JobContext) -> None:
         """The job's lease is gone: record nothing more for it."""
         if ctx._lost:
             return
         ctx._lost = True
-        with self._lock:
-            self._running.pop(ctx.job_id, None)
+        self._forget(ctx)
         self._log_lease_lost(ctx)
 
     def _log_lease_lost(self, ctx: JobContext) -> None:

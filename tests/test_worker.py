@@ -400,6 +400,40 @@ def test_a_backlog_is_claimed_in_batches_not_job_by_job(dsn: str) -> None:
         assert max(claimed) == 8
 
 
+class StalledCompletionsQueue(Queue):
+    """complete_many waits until released: finished jobs cannot be recorded meanwhile."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(dsn, max_connections=12)
+        self.release = threading.Event()
+
+    def complete_many(self, *args: Any, **kwargs: Any) -> Any:
+        self.release.wait(30)
+        return super().complete_many(*args, **kwargs)
+
+
+def test_jobs_awaiting_their_record_stop_the_claims_at_twice_the_concurrency(
+    dsn: str,
+) -> None:
+    with StalledCompletionsQueue(dsn) as queue:
+        ids = queue.add_many(item, [{"n": n} for n in range(100)])
+        with running(queue, {item: lambda ctx, p: None}, concurrency=4) as run:
+            held = "select count(*) from pgq.jobs where state = 'running' and worker_id = %s"
+            with psycopg.connect(dsn, autocommit=True) as conn:
+
+                def held_jobs() -> int:
+                    row = conn.execute(held, (run.worker.worker_id,)).fetchone()
+                    return int(row[0]) if row else 0
+
+                wait_for(lambda: held_jobs() >= 8, 10, "8 jobs held by the stalled worker")
+                # The handlers are idle, yet nothing more is claimed while 8 await their record.
+                for _ in range(20):
+                    assert held_jobs() == 8
+                    threading.Event().wait(0.02)
+            queue.release.set()
+            wait_for_state(queue, ids, "succeeded")
+
+
 class BrokenHeartbeatQueue(Queue):
     """A queue whose heartbeat call fails with a bug (not a lost connection)."""
 
