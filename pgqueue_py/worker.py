@@ -517,8 +517,11 @@ class Worker:
         while True:
             self._slot_freed.clear()
             with self._lock:
-                free = min(self.concurrency - self._in_flight,
-                           self._max_held - len(self._running))  # fmt: skip
+                idle_slots = self.concurrency - self._in_flight
+                free = min(idle_slots, self._max_held - len(self._running))
+            if free < idle_slots:
+                # Finished jobs awaiting their record hold the claims back: record now.
+                self._flush_full.set()
             if free >= self._min_batch or self._stopping.is_set():
                 return free
             if free > 0:
