@@ -128,13 +128,21 @@ def run(server_dsn: str, clients: int, seconds: int) -> list[Result]:
 
 
 def explain_claim(server_dsn: str) -> str:
-    """The plan of a claim on 100k finished and 100k available jobs."""
+    """The plans inside ``pgq.claim(batch => 100)`` on 100k finished and 100k available
+    jobs, as auto_explain logs them (nested statements included)."""
     with fresh_database(server_dsn) as dsn, psycopg.connect(dsn, autocommit=True) as conn:
         preload(dsn, 200_000)
         conn.execute((PGBENCH_DIR / "finish_half.sql").read_text())
         conn.execute("vacuum analyze pgq.jobs")
-        rows = conn.execute((PGBENCH_DIR / "explain_claim.sql").read_text()).fetchall()
-        return "\n".join(str(row[0]) for row in rows)
+        plans: list[str] = []
+        conn.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+        conn.execute("load 'auto_explain'")
+        for setting in ("log_min_duration = 0", "log_nested_statements = on",
+                        "log_analyze = on", "log_buffers = on", "log_timing = on",
+                        "log_level = notice"):
+            conn.execute(f"set auto_explain.{setting}")
+        conn.execute("select count(*) from pgq.claim('bench-explain', '{bench}', 100)")
+        return "\n\n".join(plans)
 
 
 def main() -> int:
