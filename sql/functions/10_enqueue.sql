@@ -85,36 +85,47 @@ begin
     v_ids := array(select nextval('pgq.jobs_id_seq'::regclass) from generate_series(1, v_count));
 
     -- Validation rides along the insert: the first bad job in input order raises,
-    -- which undoes the whole statement, so nothing is enqueued.
-    insert into pgq.jobs as j (id, queue, job_name, payload, priority, run_at, max_retries,
-                               idempotency_key)
-    select v_ids[i.ord], q.queue, i.job_name, coalesce(i.payload, '{}'), coalesce(i.priority, 0),
-           coalesce(i.run_at, now()), coalesce(i.max_retries, q.max_retries), i.idempotency_key
-      from unnest(enqueue_many.job_names, enqueue_many.payloads, enqueue_many.queues,
-                  enqueue_many.run_ats, enqueue_many.priorities, enqueue_many.max_retries,
-                  enqueue_many.idempotency_keys)
-           with ordinality as i(job_name, payload, queue, run_at, priority, max_retries,
-                                idempotency_key, ord)
-      join pgq.queues q on q.queue = coalesce(i.queue, 'default')
-     where case
-           when i.job_name is null or length(i.job_name) not between 1 and 200
-               then pgq._reject_job(i.ord, v_count, 'invalid job_name: must be 1 to 200 characters')
-           when jsonb_typeof(i.payload) <> 'object'
-               then pgq._reject_job(i.ord, v_count,
-                        format('invalid payload: must be a JSON object, not %s', jsonb_typeof(i.payload)))
-           when pg_column_size(i.payload) > 1048576
-               then pgq._reject_job(i.ord, v_count,
-                        format('invalid payload: %s bytes, at most 1048576 allowed',
-                               pg_column_size(i.payload)))
-           when i.max_retries not between 0 and 1000
-               then pgq._reject_job(i.ord, v_count,
-                        format('invalid max_retries %s: must be between 0 and 1000', i.max_retries))
-           when length(i.idempotency_key) not between 1 and 512
-               then pgq._reject_job(i.ord, v_count,
-                        'invalid idempotency_key: must be 1 to 512 characters')
-           else true
-           end
-     order by i.ord
+    -- which undoes the whole statement, so nothing is enqueued. Jobs without an
+    -- idempotency key skip ON CONFLICT, whose speculative insertion costs about a
+    -- tenth of a bulk enqueue.
+    with new_jobs as materialized (
+        select v_ids[i.ord] as id, q.queue, i.job_name, coalesce(i.payload, '{}') as payload,
+               coalesce(i.priority, 0) as priority, coalesce(i.run_at, now()) as run_at,
+               coalesce(i.max_retries, q.max_retries) as max_retries, i.idempotency_key
+          from unnest(enqueue_many.job_names, enqueue_many.payloads, enqueue_many.queues,
+                      enqueue_many.run_ats, enqueue_many.priorities, enqueue_many.max_retries,
+                      enqueue_many.idempotency_keys)
+               with ordinality as i(job_name, payload, queue, run_at, priority, max_retries,
+                                    idempotency_key, ord)
+          join pgq.queues q on q.queue = coalesce(i.queue, 'default')
+         where case
+               when i.job_name is null or length(i.job_name) not between 1 and 200
+                   then pgq._reject_job(i.ord, v_count, 'invalid job_name: must be 1 to 200 characters')
+               when jsonb_typeof(i.payload) <> 'object'
+                   then pgq._reject_job(i.ord, v_count,
+                            format('invalid payload: must be a JSON object, not %s', jsonb_typeof(i.payload)))
+               when pg_column_size(i.payload) > 1048576
+                   then pgq._reject_job(i.ord, v_count,
+                            format('invalid payload: %s bytes, at most 1048576 allowed',
+                                   pg_column_size(i.payload)))
+               when i.max_retries not between 0 and 1000
+                   then pgq._reject_job(i.ord, v_count,
+                            format('invalid max_retries %s: must be between 0 and 1000', i.max_retries))
+               when length(i.idempotency_key) not between 1 and 512
+                   then pgq._reject_job(i.ord, v_count,
+                            'invalid idempotency_key: must be 1 to 512 characters')
+               else true
+               end
+         order by i.ord
+    ),
+    unkeyed as (
+        insert into pgq.jobs (id, queue, job_name, payload, priority, run_at, max_retries,
+                              idempotency_key)
+        select * from new_jobs n where n.idempotency_key is null
+    )
+    insert into pgq.jobs (id, queue, job_name, payload, priority, run_at, max_retries,
+                          idempotency_key)
+    select * from new_jobs n where n.idempotency_key is not null
     on conflict (idempotency_key) where idempotency_key is not null do nothing;
 
     -- One NOTIFY per queue with jobs due now; PostgreSQL delivers it at commit and
