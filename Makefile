@@ -25,7 +25,7 @@ pgtap: $(STAMP) check-pg-prove
 	$(BIN)/pytest -q -s tests/test_pgtap.py
 
 lint: $(STAMP)
-	$(BIN)/mypy --strict pgqueue_py tests
+	$(BIN)/mypy --strict pgqueue_py tests bench
 	$(BIN)/ruff check .
 
 demo: $(STAMP)

@@ -1,6 +1,6 @@
 """Worker benchmark: bulk enqueue, drain with the worker, idle enqueue-to-start latency.
 
-    python bench/worker.py [--dsn DSN] [--jobs 20000] [--concurrency 100]
+    python bench/worker.py [--dsn DSN] [--jobs 20000] [--concurrency 8,100,256]
 
 Uses DATABASE_URL (or --dsn) when given, else a throwaway local cluster with durable
 settings (fsync on). The worker runs in this process, sharing the machine's cores with the
@@ -121,25 +121,28 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dsn", default=os.environ.get("DATABASE_URL"))
     parser.add_argument("--jobs", type=int, default=20_000)
-    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--concurrency", default="8,100,256",
+                        help="handler threads; a comma-separated list drains once for each")
     parser.add_argument("--latency-samples", type=int, default=300)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     with fresh_database(args.dsn) as dsn, Queue(dsn, max_connections=4) as queue:
         enqueue_rate = bench_enqueue(queue, args.jobs, rounds=3)
-        # The drain starts from a fresh backlog of exactly --jobs jobs.
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("delete from pgq.jobs")
-            conn.execute("vacuum analyze pgq.jobs")
-        queue.add_many(noop, [{} for _ in range(args.jobs)])
-        drain_rate = bench_drain(queue, args.jobs, args.concurrency)
+        drain_rates: list[tuple[int, float]] = []
+        for concurrency in (int(c) for c in args.concurrency.split(",")):
+            # Each drain starts from a fresh backlog of exactly --jobs jobs.
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute("delete from pgq.jobs")
+                conn.execute("vacuum analyze pgq.jobs")
+            queue.add_many(noop, [{} for _ in range(args.jobs)])
+            drain_rates.append((concurrency, bench_drain(queue, args.jobs, concurrency)))
         latencies = [s * 1000 for s in bench_latency(queue, args.latency_samples)]
 
     rows = [
         (f"add_many, {args.jobs:,} no-op jobs", f"{enqueue_rate:,.0f} jobs/s"),
-        (f"drain {args.jobs:,} no-op jobs, concurrency {args.concurrency}",
-         f"{drain_rate:,.0f} jobs/s"),
+        *((f"drain {args.jobs:,} no-op jobs, concurrency {concurrency}", f"{rate:,.0f} jobs/s")
+          for concurrency, rate in drain_rates),
         ("idle enqueue-to-start p50", f"{percentile(latencies, 50):.1f} ms"),
         ("idle enqueue-to-start p95", f"{percentile(latencies, 95):.1f} ms"),
         ("idle enqueue-to-start p99", f"{percentile(latencies, 99):.1f} ms"),
