@@ -3,7 +3,7 @@
 -- raised anywhere in the engine fails here until it is documented.
 begin;
 \ir _fixtures.psql
-select plan(16);
+select plan(24);
 
 -- The view's shape.
 select has_view('pgq', 'error_codes', 'pgq.error_codes exists');
@@ -63,6 +63,41 @@ select is_empty($$select p.proname
                       <> (select count(*) from regexp_matches(p.prosrc,
                               '\mraise\s+(exception\s+)?using\s+errcode\s*=\s*''PQ[0-9]{3}''', 'gi'))$$,
     'every raise in a pgq function uses a project SQLSTATE (none falls back to P0001)');
+
+-- A refused worker call says why the caller no longer holds the job.
+select job_id as exp_id, lease_token as exp_token from pgq_test.running_job('mail') \gset
+select pgq_test.backdate_lease(:exp_id);
+select throws_like(format('select pgq.heartbeat(%s, %L)', :exp_id, :'exp_token'),
+    format('job %s: lease lost: its lease expired at %%', :exp_id),
+    'an expired lease is named as the reason');
+select job_id as held_id, lease_token as held_token, queue as held_queue
+  from pgq_test.running_job('mail') \gset
+select pgq_test.backdate_lease(:held_id);
+select count(*) from pgq.claim('other-worker', array[:'held_queue'], 1) \gset
+select pgq_test.make_due(:held_id);
+select count(*) from pgq.claim('other-worker', array[:'held_queue'], 1) \gset
+select throws_ok(format('select pgq.complete(%s, %L)', :held_id, :'held_token'), 'PQ101',
+    format('job %s: lease lost: attempt 2 holds it now (worker other-worker)', :held_id),
+    'a job another attempt holds is named as the reason');
+select job_id as done_id, lease_token as done_token from pgq_test.running_job('mail') \gset
+select pgq.cancel(:done_id);
+select throws_ok(format('select pgq.fail(%s, %L, %L)', :done_id, :'done_token', 'x'), 'PQ101',
+    format('job %s: lease lost: the job is cancelled', :done_id),
+    'a finished job is named as the reason');
+select throws_ok('select pgq.heartbeat(-1, gen_random_uuid())', 'PQ101',
+    'job -1: lease lost: no such job (it may have been pruned)',
+    'an unknown job is named as the reason');
+
+-- Operator calls name the job and the states they apply to.
+select throws_ok(format('select pgq.retry(%s)', :exp_id), 'PQ202',
+    format('job %s is available: only dead or cancelled jobs can be retried', :exp_id),
+    'retry of an available job names the states it applies to');
+select throws_ok('select pgq.cancel(-1)', 'PQ201', 'job -1 not found',
+    'cancel of an unknown job says it is not found');
+select throws_ok(format('select pgq.cancel(%s)', :done_id), 'PQ202',
+    format('job %s is cancelled: only available or running jobs can be cancelled', :done_id),
+    'cancel of a cancelled job names the states it applies to');
+select is((pgq_test.job(:done_id)).state, 'cancelled', 'the refused calls left the job cancelled');
 
 -- Everyone who may call pgq may read what its errors mean.
 set local role pgq_producer;

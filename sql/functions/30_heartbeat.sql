@@ -53,10 +53,7 @@ begin
        and j.lease_expires_at > now()
     returning j.lease_expires_at into v_expires_at;
     if not found then
-        raise exception using
-            errcode = 'PQ101',
-            message = format('job %s: lease lost', heartbeat.job_id),
-            hint = 'The lease expired, the job was cancelled, or another worker holds it.';
+        perform pgq._lease_lost(heartbeat.job_id);
     end if;
     return v_expires_at;
 end;

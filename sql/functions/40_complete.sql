@@ -12,10 +12,7 @@ begin
     if (select o.outcome
           from pgq.complete_many(array[complete.job_id], array[complete.lease_token]) as o)
        <> 'succeeded' then
-        raise exception using
-            errcode = 'PQ101',
-            message = format('job %s: lease lost', complete.job_id),
-            hint = 'The lease expired, the job was cancelled, or another worker holds it; the job was not marked succeeded.';
+        perform pgq._lease_lost(complete.job_id);
     end if;
 end;
 $$;

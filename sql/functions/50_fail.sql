@@ -96,17 +96,7 @@ begin
     if v_state in ('available', 'dead') then
         return v_state;
     end if;
-    perform from pgq.jobs j
-     where j.id = fail.job_id
-       and j.state = 'running'
-       and j.lease_token = fail.lease_token
-       and j.lease_expires_at > now();
-    if not found then
-        raise exception using
-            errcode = 'PQ101',
-            message = format('job %s: lease lost', fail.job_id),
-            hint = 'The lease expired, the job was cancelled, or another worker holds it; the failure was not recorded.';
-    end if;
+    perform pgq._require_lease(fail.job_id, fail.lease_token);
     select f.state into v_state
       from pgq._fail_jobs(array[fail.job_id], array[left(fail.error, 10000)], fail.retry, false) as f;
     return v_state;

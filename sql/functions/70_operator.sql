@@ -6,20 +6,8 @@ create or replace function pgq.cancel(job_id bigint)
 returns text
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
-declare
-    v_state text;
 begin
-    select j.state into v_state from pgq.jobs j where j.id = cancel.job_id for update;
-    if not found then
-        raise exception using errcode = 'PQ201',
-            message = format('job %s not found', cancel.job_id),
-            hint = 'It may have been pruned.';
-    end if;
-    if v_state not in ('available', 'running') then
-        raise exception using errcode = 'PQ202',
-            message = format('job %s is %s: only an available or running job can be cancelled',
-                             cancel.job_id, v_state);
-    end if;
+    perform pgq._lock_job(cancel.job_id, array['available', 'running'], 'cancelled');
     update pgq.jobs as j
        set state = 'cancelled', finished_at = now(),
            lease_token = null, lease_expires_at = null
@@ -61,20 +49,8 @@ create or replace function pgq.retry(job_id bigint)
 returns void
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
-declare
-    v_state text;
 begin
-    select j.state into v_state from pgq.jobs j where j.id = retry.job_id for update;
-    if not found then
-        raise exception using errcode = 'PQ201',
-            message = format('job %s not found', retry.job_id),
-            hint = 'It may have been pruned.';
-    end if;
-    if v_state not in ('dead', 'cancelled') then
-        raise exception using errcode = 'PQ202',
-            message = format('job %s is %s: only a dead or cancelled job can be retried',
-                             retry.job_id, v_state);
-    end if;
+    perform pgq._lock_job(retry.job_id, array['dead', 'cancelled'], 'retried');
     perform pgq._requeue(array[retry.job_id]);
 end;
 $$;
