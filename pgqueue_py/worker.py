@@ -612,7 +612,10 @@ class Worker:
             log.warning("job %s (%s) attempt %s failed: %s", ctx.job_id, ctx.job_name,
                         ctx.attempt, summary, extra=ctx._extra())  # fmt: skip
             tb = "".join(traceback.format_exception(exc))
-            self._record_fail(ctx, f"{summary}\n\n{tb}", retry=True)
+            # Retrying cannot settle an unknown run-once outcome: the job goes to the
+            # dead letter at once, for an operator to check and resolve.
+            retry = not isinstance(exc, OutcomeUnknown)
+            self._record_fail(ctx, f"{summary}\n\n{tb}", retry=retry)
             return
         if timeout is not None and self._end_deadline(ctx):
             return
