@@ -46,7 +46,7 @@ ENQUEUE_MANY: LiteralString = (
 
 CLAIM: LiteralString = (
     "select c.id, c.job_name, c.queue, c.payload, c.attempt, c.max_retries, c.lease_token,"
-    " c.lease_expires_at, c.priority, c.run_at, c.created_at"
+    " c.lease_expires_at, c.priority, c.run_at, c.created_at, c.lease_duration"
     " from pgq.claim(worker_id => %(worker_id)s::text, queues => %(queues)s::text[],"
     " batch => %(batch)s::integer, lease => %(lease)s::interval) as c"
 )

@@ -60,6 +60,8 @@ class ClaimedJob:
     priority: int
     run_at: datetime
     created_at: datetime
+    lease_duration: timedelta
+    """How long the lease lasts from each claim or heartbeat."""
 
 
 @dataclass(frozen=True)

@@ -535,15 +535,13 @@ class Worker:
                 self._slot_freed.wait(1.0)
 
     def _dispatch(self, jobs: list[ClaimedJob]) -> None:
-        received = time.time()
         contexts = [JobContext(self, job) for job in jobs]
-        if self._lease is None:
-            # The queue's lease, as the database granted it (clocks assumed close).
-            seconds = contexts[0].lease_expires_at.timestamp() - received
-            period = max(seconds, 1.0) / 3
-            if period < self._heartbeat_every * 0.9:
-                self._heartbeat_every = period
-                self._heartbeat_wake.set()
+        # Heartbeat every third of the shortest lease granted so far (the queues'
+        # leases when none was asked for): the database says how long, no clock is read.
+        period = min(job.lease_duration for job in jobs).total_seconds() / 3
+        if period < self._heartbeat_every * 0.9:
+            self._heartbeat_every = period
+            self._heartbeat_wake.set()
         with self._lock:
             running = self._running
             for ctx in contexts:

@@ -10,8 +10,8 @@ select is((select array_agg(a.name order by a.ord)
             where p.oid = 'pgq.claim(text, text[], integer, interval)'::regprocedure
               and a.mode = 't'),
     array['id', 'job_name', 'queue', 'payload', 'attempt', 'max_retries', 'lease_token',
-          'lease_expires_at', 'priority', 'run_at', 'created_at'],
-    'claim returns id, job_name, queue, payload, attempt, max_retries, lease_token, lease_expires_at, priority, run_at, created_at');
+          'lease_expires_at', 'priority', 'run_at', 'created_at', 'lease_duration'],
+    'claim returns id, job_name, queue, payload, attempt, max_retries, lease_token, lease_expires_at, priority, run_at, created_at, lease_duration');
 
 -- Order: priority, then run_at, then id; one claim at a time.
 select pgq_test.fresh_queue('order') as q \gset

@@ -240,6 +240,20 @@ def test_heartbeats_keep_a_long_handler_lease(queue: Queue) -> None:
     assert queue.job_errors(job_id) == []
 
 
+def test_heartbeats_follow_the_queue_lease_the_database_grants(queue: Queue) -> None:
+    # The worker asks for no lease: the queue's 1 s lease, returned by claim, sets the
+    # heartbeat period (the default would be 10 s, far too late).
+    queue.configure_queue("default", lease=timedelta(seconds=1))
+    pause = threading.Event()
+    job_id = queue.add(item, {"n": 1})
+
+    with running(queue, {item: lambda ctx, p: pause.wait(2.5)}):
+        wait_for_state(queue, [job_id], "succeeded")
+
+    assert job_row(queue.dsn, job_id)["attempt"] == 1
+    assert queue.job_errors(job_id) == []
+
+
 def test_run_once_replays_the_stored_result_without_calling_fn(queue: Queue) -> None:
     queue.configure_queue("default", backoff_base=timedelta(milliseconds=10))
     effects: list[int] = []

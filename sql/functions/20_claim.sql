@@ -34,13 +34,15 @@ comment on function pgq._expire_leases(integer) is
     'Internal: fail (retry or dead-letter) running jobs whose lease expired.';
 
 -- Take up to `batch` runnable jobs from `queues`, best first: lower priority, then
--- earlier run_at, then lower id. Never waits for a job another worker holds, never
+-- earlier run_at, then lower id. `lease_duration` tells the worker how often to
+-- heartbeat without comparing its clock with the database's. Never waits for a job another worker holds, never
 -- reads a paused queue, a job not yet due, or a finished job.
 create or replace function pgq.claim(worker_id text, queues text[] default '{default}',
                                      batch integer default 1, lease interval default null)
 returns table (id bigint, job_name text, queue text, payload jsonb, attempt integer,
                max_retries integer, lease_token uuid, lease_expires_at timestamptz,
-               priority integer, run_at timestamptz, created_at timestamptz)
+               priority integer, run_at timestamptz, created_at timestamptz,
+               lease_duration interval)
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 declare
@@ -105,10 +107,12 @@ begin
                 order by c.priority, c.run_at, c.id
                 limit claim.batch))
         returning j.id, j.job_name, j.queue, j.payload, j.attempt, j.max_retries,
-                  j.lease_token, j.lease_expires_at, j.priority, j.run_at, j.created_at
+                  j.lease_token, j.lease_expires_at, j.priority, j.run_at, j.created_at,
+                  j.lease_duration
     )
     select c.id, c.job_name, c.queue, c.payload, c.attempt, c.max_retries,
-           c.lease_token, c.lease_expires_at, c.priority, c.run_at, c.created_at
+           c.lease_token, c.lease_expires_at, c.priority, c.run_at, c.created_at,
+           c.lease_duration
       from claimed c
      order by c.priority, c.run_at, c.id;
 end;
