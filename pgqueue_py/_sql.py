@@ -51,6 +51,11 @@ CLAIM: LiteralString = (
     " batch => %(batch)s::integer, lease => %(lease)s::interval) as c"
 )
 
+RELEASE_LOST_CLAIMS: LiteralString = (
+    "select pgq.release_lost_claims(worker_id => %(worker_id)s::text,"
+    " held_job_ids => %(held_job_ids)s::bigint[])"
+)
+
 HEARTBEAT: LiteralString = (
     "select pgq.heartbeat(job_id => %(job_id)s::bigint, lease_token => %(lease_token)s::uuid,"
     " lease => %(lease)s::interval)"

@@ -303,6 +303,18 @@ class Queue:
         params = {"worker_id": worker_id, "queues": list(queues), "batch": batch, "lease": lease}
         return self._call_rows(_sql.CLAIM, params, ClaimedJob, conn=conn)
 
+    def release_lost_claims(
+        self,
+        worker_id: str,
+        held_job_ids: Sequence[int],
+        *,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> int:
+        """Return to available, uncounted, this worker's running jobs other than
+        ``held_job_ids``: a claim whose answer was lost. Calls ``pgq.release_lost_claims``."""
+        params = {"worker_id": worker_id, "held_job_ids": list(held_job_ids)}
+        return self._call_value(_sql.RELEASE_LOST_CLAIMS, params, int, conn=conn)
+
     def heartbeat(
         self,
         job_id: int,

@@ -486,6 +486,7 @@ class Worker:
     def _claim_loop(self) -> None:
         backoff = _Backoff()
         claim_now = True
+        answer_lost = False  # a claim failed with its connection: it may have leased jobs
         stopping = self._stopping
         while not stopping.is_set():
             if not claim_now:
@@ -497,10 +498,14 @@ class Worker:
                 break
             self._wake.clear()
             try:
+                if answer_lost:
+                    self._release_lost_claims()
+                    answer_lost = False
                 jobs = self._queue.claim(
                     self.worker_id, queues=self._queues, batch=free, lease=self._lease
                 )
             except psycopg.OperationalError as exc:
+                answer_lost = True
                 self._wait_to_retry(exc, backoff, "claim", stop=stopping)
                 continue
             if backoff.failures:
@@ -509,6 +514,16 @@ class Worker:
             if jobs:
                 self._dispatch(jobs)
             claim_now = len(jobs) == free
+
+    def _release_lost_claims(self) -> None:
+        """Give back the jobs a lost claim answer may have leased to this worker, so they
+        run at once instead of after their leases expire, their attempt uncounted."""
+        with self._lock:
+            held = list(self._running)
+        released = self._queue.release_lost_claims(self.worker_id, held)
+        if released:
+            log.info("worker %s: released %s jobs a lost claim had leased to it",
+                     self.worker_id, released)  # fmt: skip
 
     def _wait_for_slots(self) -> int:
         """Free handler slots, at least one: half of them, or what is free after a

@@ -18,7 +18,7 @@ create temp table role_calls (role name, name text) on commit drop;
 insert into role_calls
 select 'pgq_producer', unnest(array['enqueue', 'enqueue_many'])
 union all
-select 'pgq_worker', unnest(array['claim', 'heartbeat', 'heartbeat_many', 'complete',
+select 'pgq_worker', unnest(array['claim', 'release_lost_claims', 'heartbeat', 'heartbeat_many', 'complete',
                                   'complete_many', 'fail', 'once_begin', 'once_finish',
                                   'once_abort']);
 

@@ -1,7 +1,7 @@
 -- pgtap_tests/20_claim.sql: claim, and the failing of expired leases it does first.
 begin;
 \ir _fixtures.psql
-select plan(72);
+select plan(83);
 
 -- The result columns.
 select is((select array_agg(a.name order by a.ord)
@@ -245,6 +245,40 @@ select is((select array_agg(e.attempt order by e.attempt) from pgq.job_errors e
 select pgq_test.make_due(:kill_id) as made_due \gset
 select is_empty(format('select * from pgq.claim(%L, array[%L])', 'w-kill', :'q_kill'),
     'the dead job is never claimed again');
+
+-- release_lost_claims: a worker whose claim answer was lost gets back to a clean slate.
+select pgq_test.fresh_queue('lost') as q_lost \gset
+select pgq.enqueue_many(array['a', 'b', 'c', 'd'], queues => array_fill(:'q_lost'::text, array[4]));
+select array_agg(c.id order by c.id) as lost_ids from pgq.claim('w-lost', array[:'q_lost'], 3) c \gset
+select (:'lost_ids'::bigint[])[1] as held_id, (:'lost_ids'::bigint[])[2] as orphan_id,
+       (:'lost_ids'::bigint[])[3] as expired_id \gset
+select id as other_id from pgq.claim('w-other', array[:'q_lost'], 1) \gset
+select pgq_test.backdate_lease(:expired_id);
+select is(pgq.release_lost_claims('w-lost', array[:held_id]::bigint[]), 1,
+    'release_lost_claims releases the one job the worker does not hold');
+select is((select row(j.state, j.attempt, j.lease_token is null, j.started_at is null)::text
+             from pgq.jobs j where j.id = :orphan_id),
+    row('available', 0, true, true)::text,
+    'the released job is available again, its attempt not counted');
+select is((pgq_test.job(:held_id)).state, 'running', 'a job the worker holds stays running');
+select is((pgq_test.job(:other_id)).worker_id, 'w-other', 'another worker''s job is untouched');
+select is((pgq_test.job(:expired_id)).state, 'running',
+    'a job whose lease expired is left for claim to fail (its attempt did run)');
+select is(pgq.release_lost_claims('w-lost', array[:held_id]::bigint[]), 0,
+    'releasing again finds nothing');
+select pgq_test.state_digest() as before_release \gset
+select throws_ok('select pgq.release_lost_claims(null, ''{}'')', 'PQ001', null,
+    'release_lost_claims without a worker_id is refused with invalid_argument');
+select throws_ok('select pgq.release_lost_claims(''w-lost'', null)', 'PQ001', null,
+    'release_lost_claims without held_job_ids is refused with invalid_argument');
+set local role pgq_producer;
+select throws_ok('select pgq.release_lost_claims(''w-lost'', ''{}'')', '42501', null,
+    'pgq_producer cannot call release_lost_claims');
+reset role;
+select is(pgq_test.state_digest(), :'before_release', 'the refused calls changed nothing');
+set local role pgq_worker;
+select is(pgq.release_lost_claims('w-nobody', '{}'), 0, 'pgq_worker can call release_lost_claims');
+reset role;
 
 -- Privileges: workers and admins claim, producers do not.
 select pgq_test.fresh_queue('priv') as q \gset

@@ -404,6 +404,23 @@ def test_claim_takes_at_most_batch_jobs_in_priority_order(queue: Queue) -> None:
     assert low not in claimed
 
 
+def test_release_lost_claims_gives_back_the_jobs_the_worker_does_not_hold(
+    queue: Queue,
+) -> None:
+    held, lost = (queue.add(ping, {"host": h}) for h in ("held", "lost"))
+    claimed = {c.id for c in queue.claim("w", batch=2)}
+    assert claimed == {held, lost}
+
+    assert queue.release_lost_claims("w", [held]) == 1
+
+    lost_job, held_job = queue.job(lost), queue.job(held)
+    assert lost_job is not None and held_job is not None
+    assert (lost_job.state, lost_job.attempt) == ("available", 0)
+    assert held_job.state == "running"
+    with pytest.raises(InvalidArgument, match="invalid worker_id"):
+        queue.release_lost_claims("", [])
+
+
 def test_claim_from_an_empty_queue_returns_nothing(queue: Queue) -> None:
     assert queue.claim("w", queues=["default", "other"], batch=10) == []
 

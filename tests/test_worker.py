@@ -449,6 +449,34 @@ def test_jobs_awaiting_their_record_stop_the_claims_at_twice_the_concurrency(
             wait_for_state(queue, ids, "succeeded")
 
 
+class LostClaimAnswerQueue(Queue):
+    """The first claim that leases jobs commits, then its answer is lost with the
+    connection, as when the network drops between the server's commit and the reply."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(dsn, max_connections=12)
+        self.lost: list[int] = []
+
+    def claim(self, worker_id: str, **options: Any) -> list[ClaimedJob]:
+        jobs = super().claim(worker_id, **options)
+        if jobs and not self.lost:
+            self.lost = [job.id for job in jobs]
+            raise psycopg.OperationalError("connection lost after the claim committed")
+        return jobs
+
+
+def test_jobs_of_a_claim_whose_answer_was_lost_run_at_once_uncounted(dsn: str) -> None:
+    with LostClaimAnswerQueue(dsn) as queue:
+        ids = queue.add_many(item, [{"n": n} for n in range(5)])
+        # A one-hour lease: only the release, not lease expiry, can bring them back soon.
+        with running(queue, {item: lambda ctx, p: None}, lease=timedelta(hours=1)):
+            wait_for_state(queue, ids, "succeeded")
+
+        assert sorted(queue.lost) == sorted(ids)
+        assert [job_row(dsn, job_id)["attempt"] for job_id in ids] == [1] * 5
+        assert all(queue.job_errors(job_id) == [] for job_id in ids)
+
+
 class BrokenHeartbeatQueue(Queue):
     """A queue whose heartbeat call fails with a bug (not a lost connection)."""
 

@@ -119,3 +119,44 @@ end;
 $$;
 comment on function pgq.claim(text, text[], integer, interval) is
     'Lease up to batch runnable jobs (priority, run_at, id order); fails expired leases first. PQ001 on bad input.';
+
+-- A claim whose answer was lost with its connection leaves jobs running under a
+-- worker that never received them. Back online, the worker names the jobs it does
+-- hold; its other running jobs with an unexpired lease return to available as if
+-- never claimed: no handler ran, so the attempt is not counted. Returns how many.
+-- (A job whose lease expired is left to claim, which fails that attempt.)
+create or replace function pgq.release_lost_claims(worker_id text, held_job_ids bigint[])
+returns integer
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_queues text[];
+begin
+    if release_lost_claims.worker_id is null
+       or length(release_lost_claims.worker_id) not between 1 and 200 then
+        raise exception using errcode = 'PQ001',
+            message = 'invalid worker_id: must be 1 to 200 characters';
+    end if;
+    if release_lost_claims.held_job_ids is null then
+        raise exception using errcode = 'PQ001',
+            message = 'invalid held_job_ids: must not be null',
+            hint = 'Pass ''{}'' when the worker holds no job.';
+    end if;
+    with released as (
+        update pgq.jobs as j
+           set state = 'available', attempt = j.attempt - 1, started_at = null,
+               lease_token = null, lease_expires_at = null, lease_duration = null
+         where j.state = 'running'
+           and j.worker_id = release_lost_claims.worker_id
+           and j.lease_expires_at > now()
+           and not j.id = any (release_lost_claims.held_job_ids)
+        returning j.queue
+    )
+    select coalesce(array_agg(r.queue), '{}') into v_queues from released r;
+    perform pg_notify('pgq_jobs', w.queue)
+       from (select distinct u.queue from unnest(v_queues) as u(queue)) as w;
+    return cardinality(v_queues);
+end;
+$$;
+comment on function pgq.release_lost_claims(text, bigint[]) is
+    'Return to available, uncounted, the running jobs of worker_id not in held_job_ids (a claim whose answer was lost).';

@@ -11,6 +11,7 @@ grant execute on function
 
 grant execute on function
     pgq.claim(text, text[], integer, interval),
+    pgq.release_lost_claims(text, bigint[]),
     pgq.heartbeat(bigint, uuid, interval),
     pgq.heartbeat_many(bigint[], uuid[], interval),
     pgq.complete(bigint, uuid),
