@@ -473,6 +473,26 @@ def cancel_command(job_id: int, dsn: str | None) -> None:
     click.echo(f"job {job_id} {state}")
 
 
+@main.command("configure")
+@click.argument("queue")
+@click.option("--max-retries", type=click.IntRange(min=0), help="Retries after the first run.")
+@click.option("--backoff-base", type=DURATION, metavar="DURATION",
+              help="Delay before the first retry; it doubles for each retry after.")
+@click.option("--backoff-max", type=DURATION, metavar="DURATION",
+              help="Longest delay between retries.")
+@click.option("--lease", type=DURATION, metavar="DURATION",
+              help="How long a claim or heartbeat holds a job.")  # fmt: skip
+@dsn_option
+def configure_command(queue: str, max_retries: int | None, backoff_base: timedelta | None,
+                      backoff_max: timedelta | None, lease: timedelta | None,
+                      dsn: str | None) -> None:  # fmt: skip
+    """Create QUEUE or change its settings; options left out keep their value."""
+    with session(dsn) as s:
+        s.queue.configure_queue(queue, max_retries=max_retries, backoff_base=backoff_base,
+                                backoff_max=backoff_max, lease=lease, conn=s.conn)  # fmt: skip
+    click.echo(f"queue {queue} configured")
+
+
 @main.command("pause")
 @click.argument("queue")
 @dsn_option

@@ -375,6 +375,24 @@ def test_pause_and_resume_a_queue(dsn: str, queue: Queue) -> None:
     assert [s.paused for s in queue.stats() if s.queue == "mail"] == [False]
 
 
+def test_configure_creates_a_queue_and_changes_only_the_settings_given(dsn: str) -> None:
+    created = cli("configure", "mail", "--max-retries", "8", "--lease", "2m", dsn=dsn)
+    changed = cli("configure", "mail", "--backoff-base", "500ms", "--backoff-max", "1h", dsn=dsn)
+
+    assert created.stdout.strip() == "queue mail configured"
+    assert changed.exit_code == 0, changed.output
+    settings = scalar(dsn, "select (max_retries, lease, backoff_base, backoff_max)::text"
+                           " from pgq.queues where queue = 'mail'")  # fmt: skip
+    assert settings == "(8,00:02:00,00:00:00.5,01:00:00)"
+
+
+def test_configure_with_a_bad_setting_is_refused_and_changes_nothing(dsn: str) -> None:
+    cli("configure", "mail", "--lease", "1m", dsn=dsn)
+
+    assert_one_line_error(cli("configure", "mail", "--lease", "2d", dsn=dsn), 1, "invalid lease")
+    assert scalar(dsn, "select lease::text from pgq.queues where queue = 'mail'") == "00:01:00"
+
+
 def test_pause_of_an_unknown_queue_is_refused(dsn: str) -> None:
     assert_one_line_error(cli("pause", "nowhere", dsn=dsn), 1, "nowhere")
 
