@@ -103,8 +103,11 @@ def handle_charge(ctx: JobContext, job: Charge) -> None:
     # The charge happens at most once per job, whatever happens to this attempt; a retry
     # gets the ledger entry's id back without charging again.
     entry_id = ctx.run_once("charge", lambda: record_charge(ctx.queue, ctx.job_id, job))
-    time.sleep(0.002)  # e.g. email the receipt for entry_id
-    del entry_id
+    send_receipt(job.order_id, entry_id)
+
+
+def send_receipt(order_id: int, ledger_entry: int) -> None:
+    time.sleep(0.002)  # pretend to email the receipt for the charge
 
 
 handlers: dict[JobType[Any], Handler[Any]] = {
