@@ -16,7 +16,7 @@ from pgqueue_py.errors import (
     QueueNotFound,
 )
 from pgqueue_py.jobs import Handler, JobType
-from pgqueue_py.worker import JobContext, Worker
+from pgqueue_py.worker import JobContext, Worker, WorkerThreadDied
 
 __all__ = [
     "ConfigurationError",
@@ -34,4 +34,5 @@ __all__ = [
     "Queue",
     "QueueNotFound",
     "Worker",
+    "WorkerThreadDied",
 ]
