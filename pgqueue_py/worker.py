@@ -67,11 +67,6 @@ class WorkerThreadDied(RuntimeError):
     """One of the worker's threads died unexpectedly; the worker stopped."""
 
 
-def _connection_trouble(exc: BaseException) -> bool:
-    """Whether ``exc`` means the database could not be reached (retry later)."""
-    return isinstance(exc, psycopg.OperationalError)
-
-
 class _Backoff:
     """Exponential backoff, capped, with equal jitter: delays in [d/2, d]."""
 

@@ -59,7 +59,7 @@ def test_killed_connections_are_replaced_and_every_job_succeeds_once(
     queue: Queue, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     ids = queue.add_many(work, [{"dir": str(tmp_path), "work_ms": 10}] * 300)
-    # A short lease: a claim whose answer a killed connection lost is retried soon.
+    # A short lease: a job whose heartbeat a killed connection missed is retried soon.
     worker = Worker(queue, {work: handle_work}, concurrency=4, lease=timedelta(seconds=2),
                     poll_interval=timedelta(milliseconds=100))  # fmt: skip
     caplog.set_level(logging.INFO, logger="pgqueue_py.worker")

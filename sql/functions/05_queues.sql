@@ -1,6 +1,38 @@
 -- Queues: settings that jobs take their defaults from. A queue exists from its
 -- first enqueue or configure_queue call; until configured it has the defaults.
 
+-- Internal: wake the workers listening on channel pgq_jobs, one NOTIFY per queue
+-- (the payload). PostgreSQL delivers it when the caller's transaction commits and
+-- folds identical ones within a transaction.
+create or replace function pgq._wake(queues text[])
+returns void
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+begin
+    perform pg_notify('pgq_jobs', w.queue)
+       from (select distinct u.queue from unnest(_wake.queues) as u(queue)) as w;
+end;
+$$;
+comment on function pgq._wake(text[]) is
+    'Internal: NOTIFY pgq_jobs once per queue named, at commit.';
+
+-- Internal: refuse a lease outside the range every call accepts (NULL passes: it
+-- means the queue's lease). Long jobs keep a lease by heartbeats, not by a long lease.
+create or replace function pgq._check_lease(lease interval)
+returns void
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if _check_lease.lease not between interval '1 second' and interval '1 day' then
+        raise exception using errcode = 'PQ001',
+            message = format('invalid lease %s: must be between 1 second and 1 day',
+                             _check_lease.lease);
+    end if;
+end;
+$$;
+comment on function pgq._check_lease(interval) is
+    'Internal: PQ001 unless the lease is NULL or between 1 second and 1 day.';
+
 -- Create or update a queue's settings; NULL keeps the current (or default) value.
 create or replace function pgq.configure_queue(queue text, max_retries integer default null,
                                                backoff_base interval default null,
@@ -23,12 +55,7 @@ begin
             message = format('invalid max_retries %s: must be between 0 and 1000',
                              configure_queue.max_retries);
     end if;
-    if configure_queue.lease is not null
-       and configure_queue.lease not between interval '1 second' and interval '1 day' then
-        raise exception using errcode = 'PQ001',
-            message = format('invalid lease %s: must be between 1 second and 1 day',
-                             configure_queue.lease);
-    end if;
+    perform pgq._check_lease(configure_queue.lease);
 
     insert into pgq.queues as q (queue) values (configure_queue.queue)
     on conflict on constraint queues_pkey do nothing;
@@ -76,7 +103,7 @@ begin
     end if;
     if not _set_paused.paused then
         -- Resumed jobs are runnable now: wake the workers.
-        perform pg_notify('pgq_jobs', _set_paused.queue);
+        perform pgq._wake(array[_set_paused.queue]);
     end if;
 end;
 $$;

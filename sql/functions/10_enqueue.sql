@@ -128,13 +128,12 @@ begin
     select * from new_jobs n where n.idempotency_key is not null
     on conflict (idempotency_key) where idempotency_key is not null do nothing;
 
-    -- One NOTIFY per queue with jobs due now; PostgreSQL delivers it at commit and
-    -- folds identical ones within a transaction.
-    perform pg_notify('pgq_jobs', w.queue)
-       from (select distinct coalesce(i.queue, 'default') as queue
-               from unnest(enqueue_many.job_names, enqueue_many.queues, enqueue_many.run_ats)
-                    as i(job_name, queue, run_at)
-              where i.run_at is null or i.run_at <= now()) as w;
+    -- Wake the workers of the queues that got jobs due now (none for later ones).
+    perform pgq._wake(array(
+        select coalesce(i.queue, 'default')
+          from unnest(enqueue_many.job_names, enqueue_many.queues, enqueue_many.run_ats)
+               as i(job_name, queue, run_at)
+         where i.run_at is null or i.run_at <= now()));
 
     if enqueue_many.idempotency_keys is null then
         return v_ids;

@@ -61,10 +61,7 @@ begin
         raise exception using errcode = 'PQ001',
             message = format('invalid batch %s: must be between 1 and 10000', claim.batch);
     end if;
-    if claim.lease is not null and claim.lease not between interval '1 second' and interval '1 day' then
-        raise exception using errcode = 'PQ001',
-            message = format('invalid lease %s: must be between 1 second and 1 day', claim.lease);
-    end if;
+    perform pgq._check_lease(claim.lease);
 
     perform pgq._expire_leases();
 
@@ -153,8 +150,7 @@ begin
         returning j.queue
     )
     select coalesce(array_agg(r.queue), '{}') into v_queues from released r;
-    perform pg_notify('pgq_jobs', w.queue)
-       from (select distinct u.queue from unnest(v_queues) as u(queue)) as w;
+    perform pgq._wake(v_queues);
     return cardinality(v_queues);
 end;
 $$;

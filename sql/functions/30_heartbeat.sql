@@ -40,11 +40,7 @@ as $$
 declare
     v_expires_at timestamptz;
 begin
-    if heartbeat.lease is not null
-       and heartbeat.lease not between interval '1 second' and interval '1 day' then
-        raise exception using errcode = 'PQ001',
-            message = format('invalid lease %s: must be between 1 second and 1 day', heartbeat.lease);
-    end if;
+    perform pgq._check_lease(heartbeat.lease);
     update pgq.jobs as j
        set lease_expires_at = now() + coalesce(heartbeat.lease, j.lease_duration)
      where j.id = heartbeat.job_id
@@ -75,11 +71,7 @@ declare
     v_expires timestamptz[];
 begin
     perform pgq._check_job_batch(heartbeat_many.job_ids, heartbeat_many.lease_tokens);
-    if heartbeat_many.lease is not null
-       and heartbeat_many.lease not between interval '1 second' and interval '1 day' then
-        raise exception using errcode = 'PQ001',
-            message = format('invalid lease %s: must be between 1 second and 1 day', heartbeat_many.lease);
-    end if;
+    perform pgq._check_lease(heartbeat_many.lease);
     with extended as (
         update pgq.jobs as j
            set lease_expires_at = now() + coalesce(heartbeat_many.lease, j.lease_duration)

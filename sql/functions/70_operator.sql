@@ -36,8 +36,7 @@ begin
         returning j.queue
     )
     select coalesce(array_agg(r.queue), '{}') into v_queues from requeued r;
-    perform pg_notify('pgq_jobs', w.queue)
-       from (select distinct u.queue from unnest(v_queues) as u(queue)) as w;
+    perform pgq._wake(v_queues);
     return cardinality(v_queues);
 end;
 $$;
