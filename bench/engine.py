@@ -22,9 +22,9 @@ from pathlib import Path
 
 import psycopg
 
-from pgqueue_py._throwaway import ThrowawayPostgres
 from pgqueue_py.migrate import migrate
 from pgqueue_py.testing import create_database, drop_database, libpq_env, unique_name
+from pgqueue_py.testing.throwaway import ThrowawayPostgres
 
 HERE = Path(__file__).resolve().parent
 PGBENCH_DIR = HERE / "pgbench"

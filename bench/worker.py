@@ -24,9 +24,9 @@ from typing import TypedDict
 import psycopg
 
 from pgqueue_py import JobContext, JobType, Queue, Worker
-from pgqueue_py._throwaway import ThrowawayPostgres
 from pgqueue_py.migrate import migrate
 from pgqueue_py.testing import create_database, drop_database, unique_name
+from pgqueue_py.testing.throwaway import ThrowawayPostgres
 
 DURABLE = {"fsync": "on", "full_page_writes": "on", "synchronous_commit": "on"}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pgqueue_py.client import Queue
-from pgqueue_py.errors import (
+from pgqueue_py.client.errors import (
     ConfigurationError,
     InvalidArgument,
     JobNotFound,
@@ -15,8 +15,8 @@ from pgqueue_py.errors import (
     PgqError,
     QueueNotFound,
 )
-from pgqueue_py.jobs import Handler, JobType
-from pgqueue_py.worker import JobContext, Worker, WorkerThreadDied
+from pgqueue_py.client.jobs import JobType
+from pgqueue_py.worker import Handler, JobContext, Worker, WorkerThreadDied
 
 __all__ = [
     "ConfigurationError",

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from pgqueue_py._throwaway import ThrowawayPostgres, ThrowawayPostgresError
 from pgqueue_py.testing import (
     NoTestServer,
     PgServer,
@@ -26,6 +25,7 @@ from pgqueue_py.testing import (
     empty_database,
     find_server,
 )
+from pgqueue_py.testing.throwaway import ThrowawayPostgres, ThrowawayPostgresError
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from pgqueue_py.client import ClaimedJob, Queue
-from pgqueue_py.jobs import JobType
+from pgqueue_py.client.jobs import JobType
 
 if TYPE_CHECKING:
     from typing_extensions import LiteralString

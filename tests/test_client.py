@@ -36,7 +36,7 @@ from pgqueue_py import (
     QueueNotFound,
 )
 from pgqueue_py.client import ClaimedJob
-from pgqueue_py.errors import translate
+from pgqueue_py.client.errors import translate
 
 
 @pytest.fixture

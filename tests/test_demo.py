@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 
-from pgqueue_py import demo
+from pgqueue_py.cli import demo
 from pgqueue_py.client import Queue
 
 if TYPE_CHECKING:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from pgqueue_py._throwaway import ThrowawayPostgres
 from pgqueue_py.testing import PgServer
+from pgqueue_py.testing.throwaway import ThrowawayPostgres
 
 _seen: list[str] = []
 

@@ -16,9 +16,9 @@ import pytest
 from helpers import backdate_lease, job_row
 from worker_apps.procs import wait_for
 
+from pgqueue_py import Handler, JobType
 from pgqueue_py.client import ClaimedJob, Queue
-from pgqueue_py.errors import OutcomeUnknown
-from pgqueue_py.jobs import Handler, JobType
+from pgqueue_py.client.errors import OutcomeUnknown
 from pgqueue_py.worker import JobContext, Worker, WorkerThreadDied
 
 

@@ -16,8 +16,8 @@ import pytest
 from worker_apps.apps import handle_work, work
 from worker_apps.procs import jobs, ledger, wait_for
 
-from pgqueue_py._throwaway import ThrowawayPostgres
 from pgqueue_py.client import Queue
+from pgqueue_py.testing.throwaway import ThrowawayPostgres
 from pgqueue_py.worker import Worker
 
 

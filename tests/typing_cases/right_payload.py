@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypedDict
 
-from pgqueue_py import JobContext, JobType, Queue
-from pgqueue_py.jobs import Handler
+from pgqueue_py import Handler, JobContext, JobType, Queue
 
 
 class SendEmail(TypedDict):

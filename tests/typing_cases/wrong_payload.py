@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypedDict
 
-from pgqueue_py import JobContext, JobType, Queue
-from pgqueue_py.jobs import Handler
+from pgqueue_py import Handler, JobContext, JobType, Queue
 
 
 class SendEmail(TypedDict):

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any, TypedDict
 
-from pgqueue_py.jobs import Handler, JobType
+from pgqueue_py import Handler, JobType
 from pgqueue_py.worker import JobContext
 
 

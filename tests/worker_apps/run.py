@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, cast
 
+from pgqueue_py import Handler, JobType
 from pgqueue_py.client import Queue
-from pgqueue_py.jobs import Handler, JobType
 from pgqueue_py.worker import Worker
 
 

@@ -9,7 +9,7 @@ What it does, in order:
    succeeds; ``import_csv`` always fails and ends in the dead letter; ``charge_card``
    writes to a ledger table inside ``ctx.run_once``, so that no retry, crash or second
    worker can charge twice;
-4. runs worker processes (``pgqueue worker pgqueue_py.demo:handlers``), SIGKILLs one
+4. runs worker processes (``pgqueue worker pgqueue_py.cli.demo:handlers``), SIGKILLs one
    mid-run and starts a replacement: the killed worker's jobs come back when their
    leases expire;
 5. prints the queue statistics, some dead jobs with their last error, the killed
@@ -44,13 +44,18 @@ import click
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from pgqueue_py._throwaway import ThrowawayPostgres
-from pgqueue_py.cli import DSN_ENV, DemoFailed, dead_table, one_line, stats_table, table
-from pgqueue_py.client import Queue, QueueStats
-from pgqueue_py.errors import MarkerNotFound
-from pgqueue_py.jobs import Handler, JobType
+from pgqueue_py.cli.tables import dead_table, one_line, stats_table, table
+from pgqueue_py.client.errors import MarkerNotFound
+from pgqueue_py.client.jobs import JobType
+from pgqueue_py.client.queue import DSN_ENV, Queue, QueueStats
 from pgqueue_py.migrate import migrate
-from pgqueue_py.worker import JobContext
+from pgqueue_py.testing.throwaway import ThrowawayPostgres
+from pgqueue_py.worker import Handler, JobContext
+
+
+class DemoFailed(RuntimeError):
+    """The demo's own checks failed (a duplicate effect, a job left behind...)."""
+
 
 # -- the application: payloads, job types, handlers ----------------------------------------
 
@@ -435,7 +440,7 @@ class WorkerProcess:
 
 
 class Fleet:
-    """The demo's worker processes: ``pgqueue worker pgqueue_py.demo:handlers``."""
+    """The demo's worker processes: ``pgqueue worker pgqueue_py.cli.demo:handlers``."""
 
     def __init__(self, dsn: str, queue_name: str, logs: Path) -> None:
         self._env = {**os.environ, DSN_ENV: dsn}  # the worker and the ledger read it
@@ -457,7 +462,7 @@ class Fleet:
         log = self._logs / f"{worker_id}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "pgqueue_py", "worker", "pgqueue_py.demo:handlers",
+                [sys.executable, "-m", "pgqueue_py", "worker", "pgqueue_py.cli.demo:handlers",
                  "--queue", self._queue_name, "--concurrency", str(WORKER_CONCURRENCY),
                  "--lease", str(LEASE.total_seconds()), "--worker-id", worker_id],
                 env=self._env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

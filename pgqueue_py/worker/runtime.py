@@ -42,10 +42,10 @@ from uuid import UUID
 
 import psycopg
 
-from pgqueue_py import _sql
-from pgqueue_py.client import ClaimedJob, Queue
-from pgqueue_py.errors import LeaseLost, MarkerNotBegun, OutcomeUnknown, PgqError
-from pgqueue_py.jobs import Handler, JobType
+from pgqueue_py.client import _sql
+from pgqueue_py.client.errors import LeaseLost, MarkerNotBegun, OutcomeUnknown, PgqError
+from pgqueue_py.client.jobs import JobType, P
+from pgqueue_py.client.queue import ClaimedJob, Queue
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,10 @@ _BACKOFF_BASE = 0.05
 _BACKOFF_CAP = 5.0
 _DEFAULT_LEASE = 30.0
 """Seconds; the engine's default lease, until the first claim shows the real one."""
+
+
+Handler = Callable[["JobContext", P], object]
+"""What a worker calls for a job: ``handler(ctx, payload)``; the return value is ignored."""
 
 
 class WorkerThreadDied(RuntimeError):

@@ -4,7 +4,7 @@ Every method sends one statement from ``_sql``. ``_call_value``, ``_call_row`` a
 ``_call_rows`` alone touch connections: the caller's when a method gets ``conn=`` (the
 statement joins the caller's transaction, which is never committed here), else one of
 the pool's, which run in autocommit so each call is one round trip. They translate the
-engine's SQLSTATEs into ``pgqueue_py.errors`` classes and return frozen dataclasses
+engine's SQLSTATEs into ``pgqueue_py.client.errors`` classes and return frozen dataclasses
 whose fields are the SQL result columns.
 """
 
@@ -25,9 +25,9 @@ from psycopg.rows import BaseRowFactory, RowMaker
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from pgqueue_py import _sql
-from pgqueue_py.errors import ConfigurationError, InvalidArgument, translate
-from pgqueue_py.jobs import JobType, P, PayloadArg, PayloadsArg
+from pgqueue_py.client import _sql
+from pgqueue_py.client.errors import ConfigurationError, InvalidArgument, translate
+from pgqueue_py.client.jobs import JobType, P, PayloadArg, PayloadsArg
 
 if TYPE_CHECKING:
     from typing_extensions import LiteralString, Self

@@ -8,7 +8,6 @@ so that ``mypy --strict`` checks the payload where a job is added and where it i
     send_email = JobType("send_email", SendEmail, max_retries=5)
     queue.add(send_email, {"to": "a@example.com", "subject": "hi"})
 
-    def handle_send_email(ctx: JobContext, payload: SendEmail) -> None: ...
 """
 
 from __future__ import annotations
@@ -17,10 +16,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Generic, TypeAlias, TypeVar, cast
-
-if TYPE_CHECKING:
-    from pgqueue_py.worker import JobContext
+from typing import Generic, TypeAlias, TypeVar, cast
 
 P = TypeVar("P")
 """A job's payload type: a TypedDict or a dataclass whose fields are JSON values."""
@@ -52,10 +48,6 @@ class JobType(Generic[P]):
         if dataclasses.is_dataclass(self.payload_type):
             return cast("Callable[..., P]", self.payload_type)(**data)
         return cast(P, data)
-
-
-Handler = Callable[["JobContext", P], object]
-"""What a worker calls for a job: ``handler(ctx, payload)``; the return value is ignored."""
 
 
 class _Deferred:

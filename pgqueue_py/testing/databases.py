@@ -29,15 +29,15 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pgqueue_py._throwaway import PostgresBinariesNotFound, ThrowawayPostgres
 from pgqueue_py.migrate import migrate
+from pgqueue_py.testing.throwaway import PostgresBinariesNotFound, ThrowawayPostgres
 
 DSN_ENV = "PGQ_TEST_DSN"
 IMAGE_ENV = "PGQ_TEST_IMAGE"
 DOCKER_ENV = "PGQ_TEST_DOCKER"
 DEFAULT_IMAGE = "postgres:15"
 
-# The throwaway cluster's settings (see _throwaway.DEFAULT_SETTINGS for why not more).
+# The throwaway cluster's settings (see throwaway.DEFAULT_SETTINGS for why not more).
 _CONTAINER_COMMAND = "postgres -c fsync=off -c full_page_writes=off -c max_connections=200"
 
 

@@ -1,0 +1,53 @@
+"""The client: ``Queue`` (one method per pgq function), its rows, errors and job types."""
+
+from __future__ import annotations
+
+from pgqueue_py.client.errors import (
+    ConfigurationError,
+    InvalidArgument,
+    JobNotFound,
+    JobStateConflict,
+    LeaseLost,
+    MarkerNotBegun,
+    MarkerNotFound,
+    OutcomeUnknown,
+    PgqError,
+    QueueNotFound,
+)
+from pgqueue_py.client.jobs import JobType
+from pgqueue_py.client.queue import (
+    AttemptError,
+    ClaimedJob,
+    CompletionOutcome,
+    DeadJob,
+    HeartbeatOutcome,
+    JobDetails,
+    JobState,
+    OnceStatus,
+    Queue,
+    QueueStats,
+)
+
+__all__ = [
+    "AttemptError",
+    "ClaimedJob",
+    "CompletionOutcome",
+    "ConfigurationError",
+    "DeadJob",
+    "HeartbeatOutcome",
+    "InvalidArgument",
+    "JobDetails",
+    "JobNotFound",
+    "JobState",
+    "JobStateConflict",
+    "JobType",
+    "LeaseLost",
+    "MarkerNotBegun",
+    "MarkerNotFound",
+    "OnceStatus",
+    "OutcomeUnknown",
+    "PgqError",
+    "Queue",
+    "QueueNotFound",
+    "QueueStats",
+]
