@@ -73,6 +73,12 @@ def find_server(*, pgtap: bool = False) -> Iterator[PgServer]:
     machine has; a ``PGQ_TEST_DSN`` server what its owner installed).
     """
     if dsn := os.environ.get(DSN_ENV):
+        try:
+            psycopg.connect(dsn, connect_timeout=10).close()
+        except psycopg.Error as exc:
+            raise NoTestServer(
+                f"{DSN_ENV} is set, but its server cannot be reached: {exc}"
+            ) from exc
         yield PgServer(dsn=dsn, source="PGQ_TEST_DSN", throwaway=None)
         return
     with ExitStack() as stack:
