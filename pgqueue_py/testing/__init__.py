@@ -20,11 +20,13 @@ from pgqueue_py.testing.databases import (
     libpq_env,
     unique_name,
 )
+from pgqueue_py.testing.throwaway import ThrowawayPostgres
 
 __all__ = [
     "ExtensionMissing",
     "NoTestServer",
     "PgServer",
+    "ThrowawayPostgres",
     "build_template",
     "cloned_database",
     "create_database",
