@@ -101,6 +101,12 @@ ONCE_ABORT: LiteralString = (
 
 # -- operator ------------------------------------------------------------------------------
 
+# A producer's view of one job; granted to pgq_producer as well.
+JOB_STATUS: LiteralString = (
+    "select s.state, s.attempt, s.result, s.last_error, s.finished_at"
+    " from pgq.job_status(job_id => %(job_id)s::bigint) as s"
+)
+
 CONFIGURE_QUEUE: LiteralString = (
     "select pgq.configure_queue(queue => %(queue)s::text,"
     " max_retries => %(max_retries)s::integer, backoff_base => %(backoff_base)s::interval,"
@@ -162,3 +168,8 @@ JOB_DETAILS: LiteralString = (
 # The worker's listener connection: enqueue, retry and resume notify at commit, with
 # the queue's name as payload.
 LISTEN_JOBS: LiteralString = "listen pgq_jobs"
+
+# A producer waiting for results: complete, fail (dead), claim reaping an expired
+# lease at the last attempt (dead) and cancel notify at commit, with the finished
+# job ids, comma-separated, as payload.
+LISTEN_FINISHED: LiteralString = "listen pgq_finished"

@@ -42,6 +42,15 @@ class MarkerNotBegun(PgqError):
     sqlstate = "PQ102"
 
 
+class JobCancelled(LeaseLost):
+    """The job was cancelled while this lease held it: stop working on it.
+
+    A kind of lease lost: nothing more is recorded for the job.
+    """
+
+    sqlstate = "PQ103"
+
+
 class JobNotFound(PgqError):
     """No job has this id (it may have been pruned)."""
 

@@ -14,13 +14,18 @@ grant execute on function
     pgq.release_lost_claims(text, bigint[]),
     pgq.heartbeat(bigint, uuid, interval),
     pgq.heartbeat_many(bigint[], uuid[], interval),
-    pgq.complete(bigint, uuid),
-    pgq.complete_many(bigint[], uuid[]),
+    pgq.complete(bigint, uuid, jsonb),
+    pgq.complete_many(bigint[], uuid[], jsonb[]),
     pgq.fail(bigint, uuid, text, boolean),
-    pgq.once_begin(bigint, uuid, text),
+    pgq.once_begin(bigint, uuid, text, uuid),
     pgq.once_finish(bigint, uuid, text, jsonb),
     pgq.once_abort(bigint, uuid, text)
     to pgq_worker, pgq_admin;
+
+-- Producers follow the jobs they added; workers and admins may look too.
+grant execute on function
+    pgq.job_status(bigint)
+    to pgq_producer, pgq_worker, pgq_admin;
 
 grant execute on function
     pgq.configure_queue(text, integer, interval, interval, interval),
