@@ -5,11 +5,13 @@ how the fetched rows become the method's return value. It checks the arguments P
 must check before anything is sent, and touches no connection. ``Queue._run`` and
 ``AsyncQueue._run`` execute a Call on a connection, sync or awaited, and hand the rows
 back to ``Call.decode``; :func:`failure` turns what went wrong into the error they raise.
+The settings both front ends give their pools are here too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,7 +24,12 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import PoolTimeout
 
 from pgqueue_py.client import _sql
-from pgqueue_py.client.errors import ConnectionUnavailable, InvalidArgument, translate
+from pgqueue_py.client.errors import (
+    ConfigurationError,
+    ConnectionUnavailable,
+    InvalidArgument,
+    translate,
+)
 from pgqueue_py.client.jobs import JobType, P, PayloadArg, PayloadsArg
 from pgqueue_py.client.rows import (
     AttemptError,
@@ -47,6 +54,36 @@ DEFAULT_POOL_TIMEOUT = timedelta(seconds=5)
 """How long a call waits for a pooled connection before it fails with
 ``ConnectionUnavailable``: long enough for a busy pool, short enough that a producer
 notices an outage within its own request timeout."""
+
+
+# -- what both front ends share -------------------------------------------------------------
+
+
+def resolve_dsn(dsn: str | None, *, front_end: str) -> str:
+    """``dsn``, else ``DATABASE_URL``; ConfigurationError when neither is set."""
+    resolved = dsn or os.environ.get(DSN_ENV)
+    if not resolved:
+        raise ConfigurationError(
+            f"no database to connect to: pass {front_end}(dsn=...) or set {DSN_ENV}"
+        )
+    return resolved
+
+
+def pool_kwargs(transaction_pooler: bool) -> dict[str, Any]:
+    """Settings of every pooled connection. Autocommit: a call is one round trip.
+    Behind a transaction-mode pooler, no prepared statements: the next transaction
+    may run on another server connection, which never saw them."""
+    kwargs: dict[str, Any] = {"autocommit": True}
+    if transaction_pooler:
+        kwargs["prepare_threshold"] = None
+    return kwargs
+
+
+def pool_timeout_seconds(pool_timeout: timedelta) -> float:
+    seconds = pool_timeout.total_seconds()
+    if seconds <= 0:
+        raise InvalidArgument(f"invalid pool_timeout {pool_timeout}: must be positive")
+    return seconds
 
 
 @dataclass(frozen=True, slots=True)

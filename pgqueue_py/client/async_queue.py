@@ -20,9 +20,14 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgqueue_py.client import _calls
-from pgqueue_py.client._calls import DEFAULT_POOL_TIMEOUT, Call
+from pgqueue_py.client._calls import (
+    DEFAULT_POOL_TIMEOUT,
+    Call,
+    pool_kwargs,
+    pool_timeout_seconds,
+    resolve_dsn,
+)
 from pgqueue_py.client.jobs import JobType, P, PayloadArg, PayloadsArg
-from pgqueue_py.client.queue import pool_kwargs, pool_timeout_seconds, resolve_dsn
 from pgqueue_py.client.rows import (
     AttemptError,
     ClaimedJob,
@@ -59,7 +64,7 @@ class AsyncQueue:
         transaction_pooler: bool = False,
         pool_timeout: timedelta = DEFAULT_POOL_TIMEOUT,
     ) -> None:
-        self._dsn = resolve_dsn(dsn, "AsyncQueue")
+        self._dsn = resolve_dsn(dsn, front_end="AsyncQueue")
         self._transaction_pooler = transaction_pooler
         self._pool_timeout = pool_timeout
         self._prepare: bool | None = False if transaction_pooler else None

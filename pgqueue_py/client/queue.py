@@ -10,7 +10,6 @@ in autocommit so each call is one round trip. Errors come out as
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -21,8 +20,14 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from pgqueue_py.client import _calls
-from pgqueue_py.client._calls import DEFAULT_POOL_TIMEOUT, DSN_ENV, Call
-from pgqueue_py.client.errors import ConfigurationError, InvalidArgument
+from pgqueue_py.client._calls import (
+    DEFAULT_POOL_TIMEOUT,
+    DSN_ENV,
+    Call,
+    pool_kwargs,
+    pool_timeout_seconds,
+    resolve_dsn,
+)
 from pgqueue_py.client.jobs import JobType, P, PayloadArg, PayloadsArg
 from pgqueue_py.client.rows import (
     AttemptError,
@@ -58,33 +63,6 @@ __all__ = [
 T = TypeVar("T")
 
 
-def resolve_dsn(dsn: str | None, front_end: str) -> str:
-    """``dsn``, else ``DATABASE_URL``; ConfigurationError when neither is set."""
-    resolved = dsn or os.environ.get(DSN_ENV)
-    if not resolved:
-        raise ConfigurationError(
-            f"no database to connect to: pass {front_end}(dsn=...) or set {DSN_ENV}"
-        )
-    return resolved
-
-
-def pool_kwargs(transaction_pooler: bool) -> dict[str, Any]:
-    """Settings of every pooled connection. Autocommit: a call is one round trip.
-    Behind a transaction-mode pooler, no prepared statements: the next transaction
-    may run on another server connection, which never saw them."""
-    kwargs: dict[str, Any] = {"autocommit": True}
-    if transaction_pooler:
-        kwargs["prepare_threshold"] = None
-    return kwargs
-
-
-def pool_timeout_seconds(pool_timeout: timedelta) -> float:
-    seconds = pool_timeout.total_seconds()
-    if seconds <= 0:
-        raise InvalidArgument(f"invalid pool_timeout {pool_timeout}: must be positive")
-    return seconds
-
-
 class Queue:
     """A pgqueue database: producer, worker and operator calls.
 
@@ -105,7 +83,7 @@ class Queue:
         transaction_pooler: bool = False,
         pool_timeout: timedelta = DEFAULT_POOL_TIMEOUT,
     ) -> None:
-        self._dsn = resolve_dsn(dsn, "Queue")
+        self._dsn = resolve_dsn(dsn, front_end="Queue")
         self._transaction_pooler = transaction_pooler
         self._pool_timeout = pool_timeout
         # `prepare=False` also covers a caller's connection (``conn=``) behind a pooler.
