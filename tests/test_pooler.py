@@ -104,6 +104,11 @@ def test_with_the_mode_two_clients_add_again_and_again(pooler_dsn: str, dsn: str
             second.add(greet, {"name": "second", "times": n})
 
     assert count_jobs(dsn) == 6 * ROUNDS
+    # Nothing was left behind on the server connections they shared.
+    with psycopg.connect(pooler_dsn, autocommit=True, prepare_threshold=None) as probe:
+        for _ in range(4):
+            row = probe.execute("select count(*) from pg_prepared_statements").fetchone()
+            assert row == (0,)
 
 
 def test_with_the_mode_many_threads_share_two_server_connections(pooler_dsn: str, dsn: str) -> None:
