@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pgqueue_py.client import Queue
+from pgqueue_py.client import AsyncQueue, Queue
 from pgqueue_py.client.errors import (
     ConfigurationError,
+    ConnectionUnavailable,
     InvalidArgument,
     JobNotFound,
     JobStateConflict,
@@ -19,7 +20,9 @@ from pgqueue_py.client.jobs import JobType
 from pgqueue_py.worker import Handler, JobContext, Worker, WorkerThreadDied
 
 __all__ = [
+    "AsyncQueue",
     "ConfigurationError",
+    "ConnectionUnavailable",
     "Handler",
     "InvalidArgument",
     "JobContext",

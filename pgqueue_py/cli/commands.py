@@ -122,6 +122,36 @@ def dsn_option(command: F) -> F:
     )(command)
 
 
+POOLER_ENV = "PGQUEUE_TRANSACTION_POOLER"
+_POOLER_KEY = "pgqueue.transaction_pooler"
+
+
+def pooler_option(command: F) -> F:
+    """The ``--transaction-pooler`` option of the commands that talk to the queue; read
+    with :func:`transaction_pooler`."""
+
+    def remember(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        ctx.meta[_POOLER_KEY] = value
+        return value
+
+    return click.option(
+        "--transaction-pooler",
+        is_flag=True,
+        envvar=POOLER_ENV,
+        show_envvar=True,
+        expose_value=False,
+        callback=remember,
+        help="The DSN goes through a transaction-mode pooler (PgBouncer, Supavisor):"
+        " no prepared statements, no LISTEN (workers poll).",
+    )(command)
+
+
+def transaction_pooler() -> bool:
+    """Whether this command was given ``--transaction-pooler``."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get(_POOLER_KEY, False))
+
+
 def require_dsn(dsn: str | None) -> str:
     """The DSN, checked for shape; ConfigurationError when missing or unreadable."""
     if not dsn:
@@ -144,12 +174,16 @@ class Session:
 @contextmanager
 def session(dsn: str | None) -> Iterator[Session]:
     """Connect once, failing fast when the database is unreachable (a pool would wait
-    for its timeout), and hand that connection to every ``Queue`` call."""
+    for its timeout), and hand that connection to every ``Queue`` call. Behind a
+    transaction-mode pooler it prepares nothing."""
     resolved = require_dsn(dsn)
+    pooler = transaction_pooler()
     with (
-        psycopg.connect(resolved, autocommit=True, connect_timeout=10) as conn,
-        Queue(resolved, min_connections=0, max_connections=1) as queue,
-    ):
+        psycopg.connect(resolved, autocommit=True, connect_timeout=10,
+                        prepare_threshold=None if pooler else 5) as conn,
+        Queue(resolved, min_connections=0, max_connections=1,
+              transaction_pooler=pooler) as queue,
+    ):  # fmt: skip
         yield Session(queue, conn)
 
 
@@ -188,9 +222,10 @@ DURATION = Duration()
 
 @main.command("migrate")
 @dsn_option
+@pooler_option
 def migrate_command(dsn: str | None) -> None:
     """Apply pending migrations, then (re)create every pgq function."""
-    result = migrate(require_dsn(dsn))
+    result = migrate(require_dsn(dsn), transaction_pooler=transaction_pooler())
     if result.applied_migrations:
         click.echo("applied migrations: " + ", ".join(result.applied_migrations))
     else:
@@ -215,6 +250,7 @@ def migrate_command(dsn: str | None) -> None:
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)  # fmt: skip
 @dsn_option
+@pooler_option
 def worker_command(
     app: str,
     concurrency: int,
@@ -240,8 +276,9 @@ def worker_command(
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    pooler = transaction_pooler()
     # The worker needs a connection per handler using run_once, plus three of its own.
-    with Queue(resolved, max_connections=concurrency + 4) as queue:
+    with Queue(resolved, max_connections=concurrency + 4, transaction_pooler=pooler) as queue:
         try:
             worker = Worker(
                 queue,
@@ -250,7 +287,7 @@ def worker_command(
                 queues=list(queues) or None,
                 lease=lease,
                 worker_id=worker_id,
-                listen=not no_listen,
+                listen=not (no_listen or pooler),  # no LISTEN through a pooler
             )
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from exc
@@ -339,6 +376,7 @@ class LocalDatetime(click.ParamType):  # type: ignore[type-arg]  # as Duration
 @click.option("--idempotency-key", default=None, metavar="KEY",
               help="If a job has this key, print its id and add nothing.")  # fmt: skip
 @dsn_option
+@pooler_option
 def enqueue_command(
     job_name: str,
     payload: str,
@@ -376,6 +414,7 @@ def enqueue_command(
 @main.command("stats")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @dsn_option
+@pooler_option
 def stats_command(as_json: bool, dsn: str | None) -> None:
     """Every queue's job counts (pgq.queue_stats)."""
     with session(dsn) as s:
@@ -393,6 +432,7 @@ def stats_command(as_json: bool, dsn: str | None) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with the whole errors).")
 @dsn_option
+@pooler_option
 def dead_command(queue: str | None, limit: int, as_json: bool, dsn: str | None) -> None:
     """Dead jobs, latest first, with their last error (pgq.dead_letter)."""
     with session(dsn) as s:
@@ -408,6 +448,7 @@ def dead_command(queue: str | None, limit: int, as_json: bool, dsn: str | None) 
 @main.command("errors")
 @click.argument("job_id", type=int)
 @dsn_option
+@pooler_option
 def errors_command(job_id: int, dsn: str | None) -> None:
     """Every failed attempt's error for one job (pgq.job_errors)."""
     with session(dsn) as s:
@@ -424,6 +465,7 @@ def errors_command(job_id: int, dsn: str | None) -> None:
 @click.argument("job_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @dsn_option
+@pooler_option
 def job_command(job_id: int, as_json: bool, dsn: str | None) -> None:
     """One job, whatever its state (pgq.job_details)."""
     with session(dsn) as s:
@@ -444,6 +486,7 @@ def job_command(job_id: int, as_json: bool, dsn: str | None) -> None:
 @click.option("--all-dead", is_flag=True, help="Retry every dead job (of --queue, or all).")
 @click.option("--queue", default=None, help="With --all-dead: only this queue.")
 @dsn_option
+@pooler_option
 def retry_command(job_id: int | None, all_dead: bool, queue: str | None, dsn: str | None) -> None:
     """Retry a dead or cancelled job now, with fresh attempts; or --all-dead."""
     if (job_id is None) == (not all_dead):
@@ -462,6 +505,7 @@ def retry_command(job_id: int | None, all_dead: bool, queue: str | None, dsn: st
 @main.command("cancel")
 @click.argument("job_id", type=int)
 @dsn_option
+@pooler_option
 def cancel_command(job_id: int, dsn: str | None) -> None:
     """Cancel an available or running job."""
     with session(dsn) as s:
@@ -479,6 +523,7 @@ def cancel_command(job_id: int, dsn: str | None) -> None:
 @click.option("--lease", type=DURATION, metavar="DURATION",
               help="How long a claim or heartbeat holds a job.")  # fmt: skip
 @dsn_option
+@pooler_option
 def configure_command(queue: str, max_retries: int | None, backoff_base: timedelta | None,
                       backoff_max: timedelta | None, lease: timedelta | None,
                       dsn: str | None) -> None:  # fmt: skip
@@ -492,6 +537,7 @@ def configure_command(queue: str, max_retries: int | None, backoff_base: timedel
 @main.command("pause")
 @click.argument("queue")
 @dsn_option
+@pooler_option
 def pause_command(queue: str, dsn: str | None) -> None:
     """Stop workers claiming from QUEUE (running jobs go on)."""
     with session(dsn) as s:
@@ -502,6 +548,7 @@ def pause_command(queue: str, dsn: str | None) -> None:
 @main.command("resume")
 @click.argument("queue")
 @dsn_option
+@pooler_option
 def resume_command(queue: str, dsn: str | None) -> None:
     """Let workers claim from a paused QUEUE again."""
     with session(dsn) as s:
@@ -514,6 +561,7 @@ def resume_command(queue: str, dsn: str | None) -> None:
               help="Finished longer ago than this: 30s, 15m, 2h, 7d.")  # fmt: skip
 @click.option("--include-dead", is_flag=True, help="Delete dead jobs too.")
 @dsn_option
+@pooler_option
 def prune_command(older_than: timedelta, include_dead: bool, dsn: str | None) -> None:
     """Delete succeeded and cancelled jobs (and with --include-dead, dead ones) that
     finished longer ago than --older-than; print how many."""

@@ -1,9 +1,12 @@
-"""The client: ``Queue`` (one method per pgq function), its rows, errors and job types."""
+"""The client: ``Queue`` and ``AsyncQueue`` (one method per pgq function), their rows,
+errors and job types."""
 
 from __future__ import annotations
 
+from pgqueue_py.client.async_queue import AsyncQueue
 from pgqueue_py.client.errors import (
     ConfigurationError,
+    ConnectionUnavailable,
     InvalidArgument,
     JobNotFound,
     JobStateConflict,
@@ -15,7 +18,8 @@ from pgqueue_py.client.errors import (
     QueueNotFound,
 )
 from pgqueue_py.client.jobs import JobType
-from pgqueue_py.client.queue import (
+from pgqueue_py.client.queue import Queue
+from pgqueue_py.client.rows import (
     AttemptError,
     ClaimedJob,
     CompletionOutcome,
@@ -24,15 +28,16 @@ from pgqueue_py.client.queue import (
     JobDetails,
     JobState,
     OnceStatus,
-    Queue,
     QueueStats,
 )
 
 __all__ = [
+    "AsyncQueue",
     "AttemptError",
     "ClaimedJob",
     "CompletionOutcome",
     "ConfigurationError",
+    "ConnectionUnavailable",
     "DeadJob",
     "HeartbeatOutcome",
     "InvalidArgument",
