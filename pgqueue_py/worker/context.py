@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from pgqueue_py.client.errors import JobCancelled, LeaseLost, OutcomeUnknown
 from pgqueue_py.client.jobs import P
@@ -96,13 +96,19 @@ class JobContext:
         effects.blocking(effects.finish(self._attempt, key, result))
         return result
 
-    async def run_once_async(self, key: str, fn: Callable[[], T | Awaitable[T]]) -> T:
+    @overload
+    async def run_once_async(self, key: str, fn: Callable[[], Awaitable[T]]) -> T: ...
+
+    @overload
+    async def run_once_async(self, key: str, fn: Callable[[], T]) -> T: ...
+
+    async def run_once_async(self, key: str, fn: Callable[[], Any]) -> Any:
         """:meth:`run_once` for ``async def`` handlers: ``fn`` may be a plain function or
         return an awaitable."""
         effects = self._effects
         done, stored = await effects.begin(self._attempt, key)
         if done:
-            return stored  # type: ignore[no-any-return]  # the stored JSON result
+            return stored
         try:
             result = fn()
             if inspect.isawaitable(result):
