@@ -38,6 +38,10 @@ class LeaseLost(PgqError):
     sqlstate = "PQ101"
 
 
+class JobCancelled(LeaseLost):
+    """The job was cancelled while it ran: its lease is gone, and nothing more is recorded."""
+
+
 class MarkerNotBegun(PgqError):
     """The run-once marker was not begun under this lease (or it already finished)."""
 

@@ -36,7 +36,7 @@ class HeartbeatOutcome:
     """One job's result in ``pgq.heartbeat_many``."""
 
     job_id: int
-    outcome: Literal["extended", "lease_lost"]
+    outcome: Literal["extended", "lease_lost", "cancelled"]
     lease_expires_at: datetime | None
     """The new expiry; None when the lease was lost."""
 
