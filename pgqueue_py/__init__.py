@@ -13,9 +13,11 @@ from pgqueue_py.client.errors import (
     LeaseLost,
     MarkerNotBegun,
     MarkerNotFound,
+    NoResult,
     OutcomeUnknown,
     PgqError,
     QueueNotFound,
+    ResultTimeout,
 )
 from pgqueue_py.client.jobs import JobType
 from pgqueue_py.worker import Handler, JobContext, Worker, WorkerThreadDied
@@ -34,10 +36,12 @@ __all__ = [
     "LeaseLost",
     "MarkerNotBegun",
     "MarkerNotFound",
+    "NoResult",
     "OutcomeUnknown",
     "PgqError",
     "Queue",
     "QueueNotFound",
+    "ResultTimeout",
     "Worker",
     "WorkerThreadDied",
 ]

@@ -14,9 +14,11 @@ from pgqueue_py.client.errors import (
     LeaseLost,
     MarkerNotBegun,
     MarkerNotFound,
+    NoResult,
     OutcomeUnknown,
     PgqError,
     QueueNotFound,
+    ResultTimeout,
 )
 from pgqueue_py.client.jobs import JobType
 from pgqueue_py.client.queue import Queue
@@ -28,6 +30,7 @@ from pgqueue_py.client.rows import (
     HeartbeatOutcome,
     JobDetails,
     JobState,
+    JobStatus,
     OnceStatus,
     QueueStats,
 )
@@ -47,14 +50,17 @@ __all__ = [
     "JobNotFound",
     "JobState",
     "JobStateConflict",
+    "JobStatus",
     "JobType",
     "LeaseLost",
     "MarkerNotBegun",
     "MarkerNotFound",
+    "NoResult",
     "OnceStatus",
     "OutcomeUnknown",
     "PgqError",
     "Queue",
     "QueueNotFound",
     "QueueStats",
+    "ResultTimeout",
 ]

@@ -28,6 +28,7 @@ from pgqueue_py.client.errors import (
     ConfigurationError,
     ConnectionUnavailable,
     InvalidArgument,
+    NoResult,
     translate,
 )
 from pgqueue_py.client.jobs import JobType, P, PayloadArg, PayloadsArg
@@ -38,6 +39,7 @@ from pgqueue_py.client.rows import (
     DeadJob,
     HeartbeatOutcome,
     JobDetails,
+    JobStatus,
     OnceStatus,
     QueueStats,
 )
@@ -174,6 +176,7 @@ _CLAIMED_JOBS = _rows_of(ClaimedJob)
 _HEARTBEAT_OUTCOMES = _rows_of(HeartbeatOutcome)
 _COMPLETION_OUTCOMES = _rows_of(CompletionOutcome)
 _ONCE_STATUS = _rows_of(OnceStatus)
+_JOB_STATUS = _rows_of(JobStatus)
 _QUEUE_STATS = _rows_of(QueueStats)
 _DEAD_JOBS = _rows_of(DeadJob)
 _ATTEMPT_ERRORS = _rows_of(AttemptError)
@@ -280,16 +283,31 @@ def heartbeat_many(
     return Call(_sql.HEARTBEAT_MANY, params, _HEARTBEAT_OUTCOMES, _all)
 
 
-def complete(job_id: int, lease_token: UUID) -> Call[None]:
-    params = {"job_id": job_id, "lease_token": lease_token}
-    return _scalar(_sql.COMPLETE, params, _void)
+def complete(job_id: int, lease_token: UUID, result: Any) -> Call[str]:
+    params = {"job_id": job_id, "lease_token": lease_token, "result": _json_or_null(result)}
+    return _scalar(_sql.COMPLETE, params, _as_str)
 
 
 def complete_many(
-    job_ids: Sequence[int], lease_tokens: Sequence[UUID]
+    job_ids: Sequence[int], lease_tokens: Sequence[UUID], results: Sequence[Any] | None
 ) -> Call[list[CompletionOutcome]]:
-    params = {"job_ids": list(job_ids), "lease_tokens": list(lease_tokens)}
+    if results is not None and len(results) != len(job_ids):
+        raise InvalidArgument(
+            f"invalid results: {len(results)} results for {len(job_ids)} jobs"
+        )
+    params = {
+        "job_ids": list(job_ids),
+        "lease_tokens": list(lease_tokens),
+        # No result at all travels as one NULL, not an array of them.
+        "results": [_json_or_null(r) for r in results]
+        if results is not None and any(r is not None for r in results) else None,
+    }  # fmt: skip
     return Call(_sql.COMPLETE_MANY, params, _COMPLETION_OUTCOMES, _all)
+
+
+def _json_or_null(value: Any) -> Jsonb | None:
+    """A result as jsonb; None (no result) as SQL NULL."""
+    return None if value is None else Jsonb(value)
 
 
 def fail(job_id: int, lease_token: UUID, error: str, *, retry: bool) -> Call[str]:
@@ -297,8 +315,11 @@ def fail(job_id: int, lease_token: UUID, error: str, *, retry: bool) -> Call[str
     return _scalar(_sql.FAIL, params, _as_str)
 
 
-def once_begin(job_id: int, lease_token: UUID, effect_key: str) -> Call[OnceStatus]:
-    params = {"job_id": job_id, "lease_token": lease_token, "effect_key": effect_key}
+def once_begin(
+    job_id: int, lease_token: UUID, effect_key: str, request_id: UUID | None
+) -> Call[OnceStatus]:
+    params = {"job_id": job_id, "lease_token": lease_token, "effect_key": effect_key,
+              "request_id": request_id}  # fmt: skip
     return Call(_sql.ONCE_BEGIN, params, _ONCE_STATUS, _one)
 
 
@@ -378,6 +399,39 @@ def dead_letter(*, queue: str | None, limit: int) -> Call[list[DeadJob]]:
 
 def job_errors(job_id: int) -> Call[list[AttemptError]]:
     return Call(_sql.JOB_ERRORS, {"job_id": job_id}, _ATTEMPT_ERRORS, _all)
+
+
+def job_status(job_id: int) -> Call[JobStatus]:
+    return Call(_sql.JOB_STATUS, {"job_id": job_id}, _JOB_STATUS, _one)
+
+
+RESULT_POLL = 1.0
+"""Seconds between ``job_status`` reads while a result waiter also listens: the
+notification is what wakes it, the poll only covers one missed while reconnecting."""
+
+
+def settled(job_id: int, status: JobStatus) -> bool:
+    """Whether a result waiter is done: True once succeeded; raises NoResult for a dead
+    or cancelled job; False while it may still succeed."""
+    if status.state == "succeeded":
+        return True
+    if status.state in ("dead", "cancelled"):
+        detail = f": {status.last_error.splitlines()[0]}" if status.last_error else ""
+        raise NoResult(f"job {job_id} is {status.state} after attempt {status.attempt}"
+                       f"{detail}", state=status.state)  # fmt: skip
+    return False
+
+
+def finished_ids(payload: str) -> set[int]:
+    """The job ids of one ``pgq_finished`` notification."""
+    return {int(part) for part in payload.split(",") if part}
+
+
+def check_timeout(timeout: timedelta) -> float:
+    seconds = timeout.total_seconds()
+    if seconds < 0:
+        raise InvalidArgument(f"invalid timeout {timeout}: must not be negative")
+    return seconds
 
 
 def job(job_id: int) -> Call[JobDetails | None]:

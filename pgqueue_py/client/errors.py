@@ -38,10 +38,6 @@ class LeaseLost(PgqError):
     sqlstate = "PQ101"
 
 
-class JobCancelled(LeaseLost):
-    """The job was cancelled while it ran: its lease is gone, and nothing more is recorded."""
-
-
 class MarkerNotBegun(PgqError):
     """The run-once marker was not begun under this lease (or it already finished)."""
 
@@ -87,6 +83,19 @@ class OutcomeUnknown(PgqError):
     Whether the effect happened is unknown; it is not repeated. An operator settles it
     with ``Queue.once_resolve`` after checking the outside world.
     """
+
+
+class NoResult(PgqError):
+    """The job ended without a result: it is dead (its attempts are used up) or cancelled."""
+
+    def __init__(self, message: str | None = None, *, state: str = "dead") -> None:
+        super().__init__(message)
+        self.state = state
+        """``dead`` or ``cancelled``."""
+
+
+class ResultTimeout(PgqError, TimeoutError):
+    """The job did not finish within the timeout; it may still finish later."""
 
 
 class ConfigurationError(PgqError):

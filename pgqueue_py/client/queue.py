@@ -10,6 +10,8 @@ in autocommit so each call is one round trip. Errors come out as
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -19,7 +21,7 @@ from uuid import UUID
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from pgqueue_py.client import _calls
+from pgqueue_py.client import _calls, _sql
 from pgqueue_py.client._calls import (
     DEFAULT_POOL_TIMEOUT,
     DSN_ENV,
@@ -28,6 +30,7 @@ from pgqueue_py.client._calls import (
     pool_timeout_seconds,
     resolve_dsn,
 )
+from pgqueue_py.client.errors import ResultTimeout
 from pgqueue_py.client.jobs import JobType, P, PayloadArg, PayloadsArg
 from pgqueue_py.client.rows import (
     AttemptError,
@@ -37,6 +40,7 @@ from pgqueue_py.client.rows import (
     HeartbeatOutcome,
     JobDetails,
     JobState,
+    JobStatus,
     OnceStatus,
     QueueStats,
 )
@@ -253,21 +257,30 @@ class Queue:
         return self._run(_calls.heartbeat_many(job_ids, lease_tokens, lease=lease), conn)
 
     def complete(
-        self, job_id: int, lease_token: UUID, *, conn: psycopg.Connection[Any] | None = None
-    ) -> None:
-        """Mark a running job succeeded. Calls ``pgq.complete``; LeaseLost if stale."""
-        return self._run(_calls.complete(job_id, lease_token), conn)
+        self,
+        job_id: int,
+        lease_token: UUID,
+        *,
+        result: Any = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> str:
+        """Mark a running job succeeded, keeping its JSON ``result``; returns ``succeeded``,
+        or ``failed`` when the result is over the 1 MiB limit (the attempt failed instead).
+        Calls ``pgq.complete``; LeaseLost if stale."""
+        return self._run(_calls.complete(job_id, lease_token, result), conn)
 
     def complete_many(
         self,
         job_ids: Sequence[int],
         lease_tokens: Sequence[UUID],
         *,
+        results: Sequence[Any] | None = None,
         conn: psycopg.Connection[Any] | None = None,
     ) -> list[CompletionOutcome]:
-        """Mark many running jobs succeeded; one outcome per job, in input order. Calls
-        ``pgq.complete_many``; a stale token refuses that job only."""
-        return self._run(_calls.complete_many(job_ids, lease_tokens), conn)
+        """Mark many running jobs succeeded, with one JSON result each (or None); one
+        outcome per job, in input order. Calls ``pgq.complete_many``; a stale token
+        refuses that job only."""
+        return self._run(_calls.complete_many(job_ids, lease_tokens, results), conn)
 
     def fail(
         self,
@@ -288,11 +301,13 @@ class Queue:
         lease_token: UUID,
         effect_key: str,
         *,
+        request_id: UUID | None = None,
         conn: psycopg.Connection[Any] | None = None,
     ) -> OnceStatus:
-        """Ask whether to run a side effect: run, done (with its result) or unknown.
-        Calls ``pgq.once_begin``; LeaseLost if stale."""
-        return self._run(_calls.once_begin(job_id, lease_token, effect_key), conn)
+        """Ask whether to run a side effect: run, done (with its result) or unknown. A
+        resend with the same ``request_id`` gets the same answer. Calls
+        ``pgq.once_begin``; LeaseLost if stale."""
+        return self._run(_calls.once_begin(job_id, lease_token, effect_key, request_id), conn)
 
     def once_finish(
         self,
@@ -415,6 +430,44 @@ class Queue:
         """The error of each failed attempt of a job, oldest first. Reads
         ``pgq.job_errors``."""
         return self._run(_calls.job_errors(job_id), conn)
+
+    def job_status(
+        self, job_id: int, *, conn: psycopg.Connection[Any] | None = None
+    ) -> JobStatus:
+        """A job's state, attempt, result, last error and finish time, as its producer
+        follows it. Calls ``pgq.job_status``; JobNotFound for no such job."""
+        return self._run(_calls.job_status(job_id), conn)
+
+    def result(self, job_id: int, *, timeout: timedelta = timedelta(seconds=30)) -> Any:
+        """Wait until the job succeeds and return its result (None if it has none).
+
+        Waits on the ``pgq_finished`` notification, reading ``pgq.job_status`` when it
+        comes (and every second, in case one is missed); behind a transaction pooler it
+        polls. Raises NoResult for a dead or cancelled job, ResultTimeout after
+        ``timeout``, JobNotFound for no such job."""
+        deadline = time.monotonic() + _calls.check_timeout(timeout)
+        with contextlib.ExitStack() as stack:
+            listener: psycopg.Connection[Any] | None = None
+            if not self._transaction_pooler:
+                listener = stack.enter_context(self._pool.connection())
+                listener.execute(_sql.LISTEN_FINISHED)
+                stack.callback(listener.execute, _sql.UNLISTEN_FINISHED)
+            pause = 0.02
+            while True:
+                status = self._run(_calls.job_status(job_id), listener)
+                if _calls.settled(job_id, status):
+                    return status.result
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ResultTimeout(f"job {job_id} is still {status.state} after "
+                                        f"{timeout.total_seconds():g} s")  # fmt: skip
+                if listener is None:
+                    time.sleep(min(pause, remaining))
+                    pause = min(pause * 2, _calls.RESULT_POLL)
+                    continue
+                for notify in listener.notifies(timeout=min(remaining, _calls.RESULT_POLL)):
+                    if job_id in _calls.finished_ids(notify.payload):
+                        break
 
     def job(self, job_id: int, *, conn: psycopg.Connection[Any] | None = None) -> JobDetails | None:
         """One job whatever its state, or None if there is none. Reads

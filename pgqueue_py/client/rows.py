@@ -46,7 +46,20 @@ class CompletionOutcome:
     """One job's result in ``pgq.complete_many``."""
 
     job_id: int
-    outcome: Literal["succeeded", "lease_lost"]
+    outcome: Literal["succeeded", "failed", "lease_lost"]
+    """``failed``: the result was over the 1 MiB limit, so the engine failed the attempt."""
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """``pgq.job_status``: a job as its producer follows it."""
+
+    state: JobState
+    attempt: int
+    result: Any
+    """The handler's JSON result once succeeded; None before, or for no result."""
+    last_error: str | None
+    finished_at: datetime | None
 
 
 @dataclass(frozen=True)

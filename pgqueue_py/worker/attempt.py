@@ -26,6 +26,7 @@ class Attempt:
     """One attempt of one job, from claim until its outcome is recorded or its lease lost."""
 
     job: ClaimedJob
+    worker_id: str
     stage: Stage = Stage.BUFFERED
     lost: bool = False
     """The lease is gone (expired, or the job was cancelled): nothing more is recorded."""
@@ -45,7 +46,7 @@ class Attempt:
     def extra(self) -> dict[str, object]:
         """Logging context."""
         return {"job_id": self.job.id, "queue": self.job.queue, "job_name": self.job.job_name,
-                "attempt": self.job.attempt}  # fmt: skip
+                "attempt": self.job.attempt, "worker_id": self.worker_id}  # fmt: skip
 
     def check_held(self) -> None:
         """Raise if this attempt may no longer act for the job."""

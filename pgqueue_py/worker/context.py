@@ -10,6 +10,7 @@ import inspect
 import json
 import logging
 import threading
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from pgqueue_py.client.async_queue import AsyncQueue
     from pgqueue_py.client.rows import OnceStatus
     from pgqueue_py.worker.attempt import Attempt
-    from pgqueue_py.worker.coordinator import Retrier
+    from pgqueue_py.worker.retry import Retrier
 
 log = logging.getLogger("pgqueue_py.worker")
 
@@ -149,9 +150,10 @@ class Effects:
         """(True, stored result) if the effect is done; (False, None) to run it now."""
         attempt.check_held()
         job = attempt.job
+        request_id = uuid.uuid4()  # the same on every resend: the engine answers it alike
 
         async def call() -> OnceStatus:
-            return await self._db.once_begin(job.id, job.lease_token, key)
+            return await self._db.once_begin(job.id, job.lease_token, key, request_id=request_id)
 
         try:
             status = await self._retrier.retrying(call, f"job {job.id}: run-once {key!r}")

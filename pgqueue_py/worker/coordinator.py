@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
@@ -50,6 +51,7 @@ from pgqueue_py.client.queue import Queue
 from pgqueue_py.client.rows import ClaimedJob
 from pgqueue_py.worker.attempt import Attempt, Stage
 from pgqueue_py.worker.context import Effects, Handler, JobContext, is_async_handler
+from pgqueue_py.worker.retry import Backoff, Retrier, one_line
 
 log = logging.getLogger("pgqueue_py.worker")
 
@@ -61,8 +63,6 @@ _CLAIM_LINGER = 0.002
 """How long the claim loop waits for half its room to free up before claiming less."""
 _PREFETCH_HORIZON = 0.020
 """Seconds of handler work the buffer of claimed, not yet started jobs holds."""
-_BACKOFF_BASE = 0.05
-_BACKOFF_CAP = 5.0
 _DEFAULT_LEASE = 30.0
 """Seconds; the engine's default lease, until the first claim shows the real one."""
 _POOL_TIMEOUT = timedelta(seconds=2)
@@ -71,45 +71,6 @@ _POOL_TIMEOUT = timedelta(seconds=2)
 
 class WorkerThreadDied(RuntimeError):
     """One of the worker's tasks died unexpectedly; the worker stopped."""
-
-
-class _Backoff:
-    """Exponential backoff, capped, with equal jitter: delays in [d/2, d]."""
-
-    def __init__(self) -> None:
-        self.failures = 0
-
-    def next_delay(self) -> float:
-        delay = min(_BACKOFF_CAP, _BACKOFF_BASE * 2.0 ** min(self.failures, 20))
-        self.failures += 1
-        return delay / 2 + random.uniform(0, delay / 2)
-
-
-class Retrier:
-    """Makes an idempotent call again while the database is away, until the worker halts."""
-
-    def __init__(self, worker_id: str, halt: asyncio.Event) -> None:
-        self._worker_id = worker_id
-        self._halt = halt
-
-    async def retrying(self, call: Callable[[], Awaitable[T]], what: str) -> T:
-        backoff = _Backoff()
-        while True:
-            try:
-                return await call()
-            except psycopg.OperationalError as exc:
-                if self._halt.is_set():
-                    raise
-                await self.wait(exc, backoff, what)
-
-    async def wait(self, exc: BaseException, backoff: _Backoff, what: str) -> None:
-        """Log a lost connection and sleep before the next try (less if the worker halts)."""
-        delay = backoff.next_delay()
-        level = logging.WARNING if backoff.failures <= 1 else logging.INFO
-        log.log(level, "worker %s: %s: database unavailable (%s); retrying in %.2fs",
-                self._worker_id, what, _one_line(exc), delay)  # fmt: skip
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._halt.wait(), delay)
 
 
 class Worker:
@@ -322,7 +283,7 @@ class Worker:
     # -- 1. claiming -----------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
-        backoff = _Backoff()
+        backoff = Backoff()
         answer_lost = False  # a claim failed with its connection: it may have leased jobs
         while not self._stopping.is_set():
             batch = await self._room_to_claim()
@@ -331,6 +292,9 @@ class Worker:
             self._wake.clear()
             try:
                 if answer_lost:
+                    # Back after an outage: record what finished meanwhile before claiming,
+                    # so that no finished job is claimed (and run) again first.
+                    await self._outcomes.recorded()
                     await self._release_lost_claims()
                     answer_lost = False
                 jobs = await self._db.claim(
@@ -408,7 +372,7 @@ class Worker:
         except psycopg.OperationalError as exc:
             log.warning("worker %s: could not give back jobs claimed ahead (%s); they "
                         "are retried when their leases expire", self.worker_id,
-                        _one_line(exc))  # fmt: skip
+                        one_line(exc))  # fmt: skip
 
     def _accept(self, jobs: list[ClaimedJob]) -> None:
         if not jobs:
@@ -420,7 +384,7 @@ class Worker:
             self._heartbeat_every = period
             self._heartbeat_sooner.set()
         for job in jobs:
-            attempt = Attempt(job)
+            attempt = Attempt(job, self.worker_id)
             self._held[job.id] = attempt
             self._buffer.append(attempt)
         self._dispatch()
@@ -480,6 +444,14 @@ class Worker:
                 retry = not isinstance(exc, OutcomeUnknown)
                 self._outcomes.fail(attempt, f"{summary}\n\n{tb}", retry=retry)
             else:
+                if result is not None:
+                    try:
+                        json.dumps(result)
+                    except (TypeError, ValueError) as exc:
+                        self._outcomes.fail(attempt, "the handler's return value is not "
+                                            f"JSON-serialisable, so it cannot be the job's "
+                                            f"result: {exc}", retry=True)  # fmt: skip
+                        return
                 self._outcomes.succeed(attempt, result)
         finally:
             self._note_duration(time.monotonic() - started)
@@ -576,7 +548,7 @@ class Worker:
     # -- 4. heartbeats ---------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
-        backoff = _Backoff()
+        backoff = Backoff()
         wait = self._heartbeat_every
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
@@ -598,21 +570,23 @@ class Worker:
             except psycopg.OperationalError as exc:
                 wait = min(backoff.next_delay(), period)
                 log.warning("worker %s: heartbeat failed (%s); retrying in %.2fs",
-                            self.worker_id, _one_line(exc), wait)  # fmt: skip
+                            self.worker_id, one_line(exc), wait)  # fmt: skip
                 continue
             if backoff.failures:
                 log.info("worker %s: heartbeats go through again", self.worker_id)
                 backoff.failures = 0
             for attempt, outcome in zip(attempts, outcomes, strict=True):
-                if outcome.outcome == "extended" or attempt.sending:
-                    continue  # a completion crossed this heartbeat: its answer decides
+                if outcome.outcome == "extended" or attempt.stage is Stage.RECORDING:
+                    # A handler that returned has its outcome sent whatever the lease: the
+                    # engine accepts it late while no other attempt claimed the job.
+                    continue
                 if self._held.get(attempt.job_id) is attempt:
                     self._lose(attempt, cancelled=outcome.outcome == "cancelled")
 
     # -- wake-ups --------------------------------------------------------------------------
 
     async def _listen_loop(self) -> None:
-        backoff = _Backoff()
+        backoff = Backoff()
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
@@ -691,7 +665,7 @@ class _Outcomes:
 
     async def run(self) -> None:
         worker = self._worker
-        backoff = _Backoff()
+        backoff = Backoff()
         while True:
             if not self._successes and not self._failures:
                 self._idle.set()
@@ -709,6 +683,12 @@ class _Outcomes:
             if backoff.failures:
                 log.info("worker %s: recording outcomes again", worker.worker_id)
                 backoff.failures = 0
+
+    async def recorded(self) -> None:
+        """Wait until every outcome waiting now is recorded (or the worker halts)."""
+        while not self._idle.is_set() and not self._worker._halt.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), 0.5)
 
     async def finish(self, deadline: float) -> None:
         """Stopping: wait until every outcome is recorded, until ``deadline`` (at least a
@@ -772,10 +752,12 @@ class _Outcomes:
                 continue
             for attempt, _ in batch:
                 attempt.sending = True
+            results = [result for _, result in batch]
             try:
                 outcomes = await self._db.complete_many(
-                    [a.job_id for a, _ in batch], [a.job.lease_token for a, _ in batch]
-                )
+                    [a.job_id for a, _ in batch], [a.job.lease_token for a, _ in batch],
+                    results=results if any(r is not None for r in results) else None,
+                )  # fmt: skip
             except BaseException:
                 for attempt, _ in batch:
                     attempt.sending = False
@@ -783,7 +765,12 @@ class _Outcomes:
                 raise
             for (attempt, _), outcome in zip(batch, outcomes, strict=True):
                 attempt.sending = False
-                if outcome.outcome != "succeeded":
+                if outcome.outcome == "failed":
+                    log.warning("job %s (%s) attempt %s: its result is over the 1 MiB limit, "
+                                "so the engine failed the attempt", attempt.job_id,
+                                attempt.job.job_name, attempt.job.attempt,
+                                extra=attempt.extra())  # fmt: skip
+                elif outcome.outcome == "lease_lost":
                     log.warning("job %s: lease lost", attempt.job_id, extra=attempt.extra())
                 worker._forget(attempt)
 
@@ -842,10 +829,3 @@ class _HandlerThreads:
                 future.set_result(value)
             else:
                 future.set_exception(value)  # type: ignore[arg-type]  # caught above as one
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
