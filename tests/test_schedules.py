@@ -1,0 +1,231 @@
+"""Schedules: the PL/pgSQL cron against a reference implementation, and ticking races.
+
+The next-time computation is cross-checked against cronsim, which follows Debian cron
+(DST included), over seeded random (expression, time zone, instant) pairs, many of them
+within hours of a DST change, all computed by the database in one statement.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psycopg
+import pytest
+from cronsim import CronSim, CronSimError
+
+SEED = 20261201
+PAIRS = 12_000
+ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Australia/Sydney", "Asia/Kolkata"]
+DST_ZONES = ["Europe/Berlin", "America/New_York"]
+
+# The shorthands, as pgq expands them (cronsim has none).
+SHORTHANDS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+MONTHS = "jan feb mar apr may jun jul aug sep oct nov dec".split()
+DAYS = "sun mon tue wed thu fri sat".split()
+# (low, high, names) per field: minute, hour, day-of-month, month, day-of-week.
+FIELDS: list[tuple[int, int, list[str] | None]] = [
+    (0, 59, None),
+    (0, 23, None),
+    (1, 31, None),
+    (1, 12, MONTHS),
+    (0, 7, DAYS),
+]
+
+CRON_NEXT = (
+    "select pgq._cron_next(t.cron, t.timezone, t.after)"
+    " from unnest(%(crons)s::text[], %(zones)s::text[], %(afters)s::timestamptz[])"
+    " with ordinality as t(cron, timezone, after, ord)"
+    " order by t.ord"
+)
+CRON_VALID_FUNCTION = (
+    "create function pg_temp.cron_valid(cron text) returns boolean language plpgsql as $$"
+    " begin perform pgq._cron_parse(cron); return true;"
+    " exception when sqlstate 'PQ001' then return false; end $$"
+)
+CRON_VALID = (
+    "select pg_temp.cron_valid(t.cron)"
+    " from unnest(%(crons)s::text[]) with ordinality as t(cron, ord) order by t.ord"
+)
+
+
+# -- random expressions and instants -------------------------------------------------------
+
+
+def _value(rng: random.Random, lo: int, hi: int, names: list[str] | None) -> tuple[int, str]:
+    value = rng.randint(lo, hi)
+    if names is not None and rng.random() < 0.3 and value - lo < len(names):
+        name = names[value - lo]
+        return value, rng.choice([name, name.upper(), name.capitalize()])
+    return value, str(value)
+
+
+def _term(rng: random.Random, lo: int, hi: int, names: list[str] | None) -> str:
+    kind = rng.choices(["star", "value", "range", "star_step", "range_step", "value_step"],
+                       weights=[3, 4, 3, 3, 2, 1])[0]  # fmt: skip
+    if kind == "star":
+        return "*"
+    if kind == "star_step":
+        return f"*/{rng.randint(1, hi - lo + 1)}"
+    start, start_text = _value(rng, lo, hi, names)
+    if kind == "value":
+        return start_text
+    if kind == "value_step":
+        return f"{start_text}/{rng.randint(1, hi - lo + 1)}"
+    end, end_text = _value(rng, start, hi, names)
+    if kind == "range":
+        return f"{start_text}-{end_text}"
+    return f"{start_text}-{end_text}/{rng.randint(1, max(1, end - start + 1))}"
+
+
+def _field(rng: random.Random, lo: int, hi: int, names: list[str] | None) -> str:
+    return ",".join(_term(rng, lo, hi, names) for _ in range(rng.choice([1, 1, 1, 2, 3])))
+
+
+def random_expression(rng: random.Random) -> str:
+    if rng.random() < 0.04:
+        return rng.choice(sorted(SHORTHANDS))
+    return " ".join(_field(rng, lo, hi, names) for lo, hi, names in FIELDS)
+
+
+def dst_expression(rng: random.Random) -> str:
+    """An expression likely to have slots in the hours around a DST change."""
+    minute = rng.choice(["*", "0", "30", "*/15", "*/7", "15,45", "0-10", "59", "5/20"])
+    hour = rng.choice(["*", "2", "1", "3", "1-3", "*/2", "2,3", "0-4/2", "1/3", "0,2,4"])
+    day = rng.choice(["*", "*", "*", "*/2", "1-15"])
+    month = rng.choice(["*", "*", "3,10,11", "mar-nov"])
+    weekday = rng.choice(["*", "*", "*", "sun", "0", "7", "mon-fri", "sat,sun"])
+    return f"{minute} {hour} {day} {month} {weekday}"
+
+
+def dst_changes(zone: str, first_year: int, last_year: int) -> list[datetime]:
+    """Every instant (UTC) where the zone's UTC offset changes, to the minute."""
+    tz = ZoneInfo(zone)
+    changes = []
+    at = datetime(first_year, 1, 1, tzinfo=timezone.utc)
+    end = datetime(last_year + 1, 1, 1, tzinfo=timezone.utc)
+    step = timedelta(hours=1)
+    while at < end:
+        if at.astimezone(tz).utcoffset() != (at + step).astimezone(tz).utcoffset():
+            lo, hi = at, at + step
+            while hi - lo > timedelta(minutes=1):
+                mid = lo + (hi - lo) / 2
+                if mid.astimezone(tz).utcoffset() == lo.astimezone(tz).utcoffset():
+                    lo = mid
+                else:
+                    hi = mid
+            changes.append(hi.replace(second=0, microsecond=0))
+        at += step
+    return changes
+
+
+def random_instant(rng: random.Random) -> datetime:
+    start = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    at = start + timedelta(seconds=rng.randint(0, 8 * 365 * 86400))
+    if rng.random() < 0.5:
+        return at  # on a whole second, often on a slot
+    return at + timedelta(microseconds=rng.randint(0, 999_999))
+
+
+def near(rng: random.Random, change: datetime) -> datetime:
+    """An instant within 3 hours of a DST change, often on a whole minute."""
+    at = change + timedelta(minutes=rng.randint(-180, 180))
+    if rng.random() < 0.5:
+        at += timedelta(seconds=rng.randint(0, 59), microseconds=rng.randint(0, 999_999))
+    return at
+
+
+def cronsim_next(expr: str, zone: str, after: datetime) -> datetime:
+    tz: timezone | ZoneInfo = timezone.utc if zone == "UTC" else ZoneInfo(zone)
+    result = next(CronSim(SHORTHANDS.get(expr, expr), after.astimezone(tz)))
+    return result.astimezone(timezone.utc)
+
+
+def random_pairs(count: int, seed: int) -> list[tuple[str, str, datetime]]:
+    """Half uniform (any zone, any expression), half within 3 hours of a DST change
+    in Europe/Berlin or America/New_York (mostly expressions with slots then)."""
+    rng = random.Random(seed)
+    changes = {zone: dst_changes(zone, 2024, 2031) for zone in DST_ZONES}
+    pairs = []
+    for _ in range(count // 2):
+        pairs.append((random_expression(rng), rng.choice(ZONES), random_instant(rng)))
+    for _ in range(count - count // 2):
+        zone = rng.choice(DST_ZONES)
+        expr = dst_expression(rng) if rng.random() < 0.8 else random_expression(rng)
+        pairs.append((expr, zone, near(rng, rng.choice(changes[zone]))))
+    return pairs
+
+
+def valid_for_cronsim(expr: str) -> bool:
+    try:
+        CronSim(SHORTHANDS.get(expr, expr), datetime(2026, 1, 1, tzinfo=timezone.utc))
+    except CronSimError:
+        return False
+    return True
+
+
+# -- the cross-check ---------------------------------------------------------------------
+
+
+def test_dst_changes_are_found_in_both_zones() -> None:
+    changes = {zone: dst_changes(zone, 2024, 2031) for zone in DST_ZONES}
+
+    assert [len(c) for c in changes.values()] == [16, 16]
+    assert datetime(2026, 3, 29, 1, 0, tzinfo=timezone.utc) in changes["Europe/Berlin"]
+    assert datetime(2026, 11, 1, 6, 0, tzinfo=timezone.utc) in changes["America/New_York"]
+
+
+def test_cron_next_matches_cronsim_on_random_pairs_around_dst(dsn: str) -> None:
+    pairs = [p for p in random_pairs(PAIRS, SEED) if valid_for_cronsim(p[0])]
+    assert len(pairs) >= 10_000
+    near_dst = sum(1 for _, zone, _ in pairs[PAIRS // 2:] if zone in DST_ZONES)
+    assert near_dst >= 5_000
+
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(CRON_NEXT, {"crons": [p[0] for p in pairs],
+                                        "zones": [p[1] for p in pairs],
+                                        "afters": [p[2] for p in pairs]}).fetchall()  # fmt: skip
+
+    got = [row[0] for row in rows]
+    mismatches = [(expr, zone, after.isoformat(), ours, cronsim_next(expr, zone, after))
+                  for (expr, zone, after), ours in zip(pairs, got, strict=True)
+                  if ours != cronsim_next(expr, zone, after)]  # fmt: skip
+    assert mismatches[:10] == []
+    assert len(got) == len(pairs)
+
+
+def test_cron_validity_matches_cronsim(dsn: str) -> None:
+    rng = random.Random(SEED + 1)
+    junk = ["60", "24", "32", "0", "13", "8", "5-3", "*/0", "1,", ",1", "x", "jan", "mon",
+            "-1", "1-", "1/", "/2", "**", "1--2", "1-2-3", "*/", "1/2/3", "sun-mon", "7-0",
+            "0/0", "3-3", "3/30", "mon-sun", "dec-jan"]  # fmt: skip
+    crons = []
+    for _ in range(600):
+        fields = random_expression(rng).split()
+        if len(fields) == 5:
+            fields[rng.randrange(5)] = rng.choice(junk)
+        crons.append(" ".join(fields))
+    crons += ["0 0 30 2 *", "0 0 31 4,6 *", "0 0 30 2 mon", "0 0 29 2 *", "0 0 31 2,4 *",
+              "* * * *", "* * * * * * *", "@sometimes", "@DAILY", "  */5   * * * *  "]  # fmt: skip
+
+    with psycopg.connect(dsn) as conn:
+        conn.execute(CRON_VALID_FUNCTION)
+        ours = [row[0] for row in conn.execute(CRON_VALID, {"crons": crons}).fetchall()]
+
+    theirs = [valid_for_cronsim(c.lower() if c.startswith("@") else c) for c in crons]
+    assert [(c, o, t) for c, o, t in zip(crons, ours, theirs, strict=True) if o != t] == []
+    assert sum(ours) > 50 and sum(not o for o in ours) > 300
+
+
+# -- ticking -------------------------------------------------------------------------------
