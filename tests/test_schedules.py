@@ -115,7 +115,7 @@ def dst_changes(zone: str, first_year: int, last_year: int) -> list[datetime]:
     changes = []
     at = datetime(first_year, 1, 1, tzinfo=timezone.utc)
     end = datetime(last_year + 1, 1, 1, tzinfo=timezone.utc)
-    step = timedelta(hours=1)
+    step = timedelta(days=1)  # changes are months apart
     while at < end:
         if at.astimezone(tz).utcoffset() != (at + step).astimezone(tz).utcoffset():
             lo, hi = at, at + step
@@ -152,18 +152,19 @@ def cronsim_next(expr: str, zone: str, after: datetime) -> datetime:
     return result.astimezone(timezone.utc)
 
 
-def random_pairs(count: int, seed: int) -> list[tuple[str, str, datetime]]:
-    """Half uniform (any zone, any expression), half within 3 hours of a DST change
-    in Europe/Berlin or America/New_York (mostly expressions with slots then)."""
+def random_pairs(count: int, seed: int) -> list[tuple[str, str, datetime, bool]]:
+    """(expression, zone, instant, near a DST change): half uniform (any zone, any
+    expression), half within 3 hours of a DST change in Europe/Berlin or
+    America/New_York (mostly with expressions that have slots then)."""
     rng = random.Random(seed)
     changes = {zone: dst_changes(zone, 2024, 2031) for zone in DST_ZONES}
     pairs = []
     for _ in range(count // 2):
-        pairs.append((random_expression(rng), rng.choice(ZONES), random_instant(rng)))
+        pairs.append((random_expression(rng), rng.choice(ZONES), random_instant(rng), False))
     for _ in range(count - count // 2):
         zone = rng.choice(DST_ZONES)
         expr = dst_expression(rng) if rng.random() < 0.8 else random_expression(rng)
-        pairs.append((expr, zone, near(rng, rng.choice(changes[zone]))))
+        pairs.append((expr, zone, near(rng, rng.choice(changes[zone])), True))
     return pairs
 
 
@@ -187,10 +188,18 @@ def test_dst_changes_are_found_in_both_zones() -> None:
 
 
 def test_cron_next_matches_cronsim_on_random_pairs_around_dst(dsn: str) -> None:
-    pairs = [p for p in random_pairs(PAIRS, SEED) if valid_for_cronsim(p[0])]
+    pairs = []  # (expression, zone, instant, cronsim's next time)
+    near_dst = 0
+    for expr, zone, after, near_change in random_pairs(PAIRS, SEED):
+        try:
+            expected = cronsim_next(expr, zone, after)
+        except CronSimError:
+            continue  # test_cron_validity_matches_cronsim covers refusals
+        pairs.append((expr, zone, after, expected))
+        near_dst += near_change
     assert len(pairs) >= 10_000
-    near_dst = sum(1 for _, zone, _ in pairs[PAIRS // 2:] if zone in DST_ZONES)
     assert near_dst >= 5_000
+    assert {p[1] for p in pairs} == set(ZONES)
 
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(CRON_NEXT, {"crons": [p[0] for p in pairs],
@@ -198,9 +207,9 @@ def test_cron_next_matches_cronsim_on_random_pairs_around_dst(dsn: str) -> None:
                                         "afters": [p[2] for p in pairs]}).fetchall()  # fmt: skip
 
     got = [row[0] for row in rows]
-    mismatches = [(expr, zone, after.isoformat(), ours, cronsim_next(expr, zone, after))
-                  for (expr, zone, after), ours in zip(pairs, got, strict=True)
-                  if ours != cronsim_next(expr, zone, after)]  # fmt: skip
+    mismatches = [(expr, zone, after.isoformat(), ours, expected)
+                  for (expr, zone, after, expected), ours in zip(pairs, got, strict=True)
+                  if ours != expected]  # fmt: skip
     assert mismatches[:10] == []
     assert len(got) == len(pairs)
 
@@ -229,3 +238,129 @@ def test_cron_validity_matches_cronsim(dsn: str) -> None:
 
 
 # -- ticking -------------------------------------------------------------------------------
+
+TICKERS = 8
+SLOTS = 200
+
+
+def _tick_together(dsn: str, rounds: int, between: Any = None) -> list[list[int]]:
+    """TICKERS threads, each on its own connection, call pgq.tick() at the same moment,
+    `rounds` times; `between(round)` runs alone before each round. Returns, per round,
+    what each ticker's call returned."""
+    results: list[list[int]] = [[0] * TICKERS for _ in range(rounds)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(TICKERS + 1)
+    done = threading.Barrier(TICKERS + 1)
+
+    def ticker(index: int) -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for round_ in range(rounds):
+                start.wait()
+                try:
+                    row = conn.execute("select pgq.tick()").fetchone()
+                    assert row is not None
+                    results[round_][index] = int(row[0])
+                except BaseException as exc:
+                    errors.append(exc)
+                done.wait()
+
+    threads = [threading.Thread(target=ticker, args=(i,)) for i in range(TICKERS)]
+    for thread in threads:
+        thread.start()
+    for round_ in range(rounds):
+        if between is not None:
+            between(round_)
+        start.wait()
+        done.wait()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    return results
+
+
+def test_eight_concurrent_tickers_enqueue_each_of_200_slots_of_one_schedule_once(dsn: str) -> None:
+    # Time moves by rewriting the schedule row: before round k its cron names one
+    # minute of January 1st and its next slot is that minute this year, so each round
+    # has one due slot of its own, and 8 tickers race for it.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("select pgq.schedule('race', '0 0 1 1 *', 'report', queue => 'race')")
+
+        def make_slot_due(round_: int) -> None:
+            cron = f"{round_ % 60} {round_ // 60} 1 1 *"
+            conn.execute(
+                "update pgq.job_schedules set cron = %(cron)s,"
+                " next_run_at = pgq._schedule_latest(%(cron)s, 'UTC', '-infinity', now())"
+                " where schedule_name = 'race'",
+                {"cron": cron},
+            )
+
+        results = _tick_together(dsn, SLOTS, make_slot_due)
+        keys = [row[0] for row in conn.execute(
+            "select idempotency_key from pgq.jobs where queue = 'race' order by id")]  # fmt: skip
+        year = conn.execute("select extract(year from now() at time zone 'UTC')::int").fetchone()
+
+    assert year is not None
+    assert [sum(r) for r in results] == [1] * SLOTS
+    assert keys == [f"pgq:schedule:race:{year[0]}-01-01T{k // 60:02d}:{k % 60:02d}:00Z"
+                    for k in range(SLOTS)]  # fmt: skip
+
+
+def test_eight_concurrent_tickers_enqueue_200_due_schedules_once_each(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "select pgq.schedule('s' || i, '@yearly', 'report', queue => 'many')"
+            " from generate_series(1, %s) as i", (SLOTS,))  # fmt: skip
+        conn.execute("update pgq.job_schedules set next_run_at = now() - interval '3 years'")
+
+        first = _tick_together(dsn, 1)
+        # The idempotency key is the final guarantee: rewound, no slot runs twice.
+        conn.execute("update pgq.job_schedules set next_run_at = now() - interval '1 year'")
+        again = _tick_together(dsn, 1)
+        counts = conn.execute(
+            "select count(*), count(distinct idempotency_key) from pgq.jobs where queue = 'many'"
+        ).fetchone()
+        due = conn.execute("select count(*) from pgq.job_schedules where next_run_at <= now()").fetchone()
+
+    assert sum(first[0]) == SLOTS
+    assert sum(again[0]) == 0
+    assert counts == (SLOTS, SLOTS)
+    assert due == (0,)
+
+
+def test_tick_skips_a_schedule_another_tick_holds_without_waiting(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as setup:
+        setup.execute("select pgq.schedule('held', '* * * * *', 'report', queue => 'held')")
+        setup.execute("update pgq.job_schedules set next_run_at = now() - interval '1 minute'")
+    with psycopg.connect(dsn) as holder, psycopg.connect(dsn, autocommit=True) as other:
+        assert holder.execute("select pgq.tick()").fetchone() == (1,)  # open: the row stays locked
+        with psycopg.connect(dsn, autocommit=True) as setup:
+            setup.execute("select pgq.schedule('free', '* * * * *', 'report', queue => 'free')")
+            setup.execute("update pgq.job_schedules set next_run_at = now() - interval '1 minute'"
+                          " where schedule_name = 'free'")  # fmt: skip
+        # A tick that waited for the held row would fail on the lock timeout.
+        other.execute("set lock_timeout = '5s'")
+        assert other.execute("select pgq.tick()").fetchone() == (1,)
+        holder.commit()
+        assert other.execute("select pgq.tick()").fetchone() == (0,)
+        jobs = other.execute("select count(*) from pgq.jobs").fetchone()
+
+    assert jobs == (2,)
+
+
+def test_tick_with_nothing_due_reads_the_index_not_the_table(dsn: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "insert into pgq.job_schedules (schedule_name, cron, timezone, job_name, queue,"
+            " next_run_at)"
+            " select 's' || i, '@daily', 'UTC', 'report', 'default',"
+            " now() + interval '1 hour'"
+            " from generate_series(1, 5000) as i")  # fmt: skip
+        conn.commit()
+        conn.execute("analyze pgq.job_schedules")
+        ticked = conn.execute("select pgq.tick()").fetchone()
+        scans = conn.execute(
+            "select seq_scan, idx_scan from pg_stat_xact_user_tables"
+            " where relid = 'pgq.job_schedules'::regclass").fetchone()  # fmt: skip
+
+    assert ticked == (0,)
+    assert scans is not None and scans[0] == 0 and scans[1] >= 1

@@ -32,72 +32,76 @@ language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_term   text;
-    v_base   text;
+    v_bounds text[];
     v_step   text;
-    v_parts  text[];
-    v_items  integer[];
+    v_from   integer;
+    v_to     integer;
+    v_by     integer;
+    v_i      integer;
+    v_ok     boolean;
+    v_set    boolean[];
     v_values integer[] := '{}';
-    v_value  integer;
-    v_allowed text;
 begin
-    v_allowed := format('%s to %s%s, or *; lists (,), ranges (-) and steps (/)',
-                        _cron_field.lo, _cron_field.hi,
-                        case when _cron_field.names is null then ''
-                             else format(' or %s to %s', _cron_field.names[1],
-                                         _cron_field.names[cardinality(_cron_field.names)]) end);
+    -- Plain assignments and loops only (no queries): parsing is on every tick's path.
+    v_set := array_fill(false, array[_cron_field.hi - _cron_field.lo + 1], array[_cron_field.lo]);
     foreach v_term in array string_to_array(_cron_field.spec, ',') loop
-        v_base := split_part(v_term, '/', 1);
-        v_step := case when strpos(v_term, '/') > 0
-                       then substr(v_term, strpos(v_term, '/') + 1) end;
-        v_items := '{}';
-        -- The base of a term: *, a range a-b, or one value.
-        if v_base = '*' then
-            v_items := array(select generate_series(_cron_field.lo, _cron_field.hi));
-        else
-            v_parts := array[split_part(v_base, '-', 1),
-                             case when strpos(v_base, '-') > 0
-                                  then substr(v_base, strpos(v_base, '-') + 1) end];
-            foreach v_value in array array[1, 2] loop
-                exit when v_parts[v_value] is null;
-                if v_parts[v_value] ~ '^[0-9]{1,9}$'
-                   and v_parts[v_value]::integer between _cron_field.lo and _cron_field.hi then
-                    v_items := v_items || v_parts[v_value]::integer;
-                elsif array_position(_cron_field.names, v_parts[v_value]) is not null then
-                    v_items := v_items
-                               || (array_position(_cron_field.names, v_parts[v_value]) - 1
-                                   + _cron_field.lo);
+        v_step := case when strpos(v_term, '/') > 0 then substr(v_term, strpos(v_term, '/') + 1) end;
+        v_bounds := string_to_array(split_part(v_term, '/', 1), '-');
+        v_ok := true;
+        -- The base of a term: *, a range a-b, or one value n.
+        if v_bounds = array['*'] then
+            v_from := _cron_field.lo;
+            v_to := _cron_field.hi;
+        elsif cardinality(v_bounds) between 1 and 2 then
+            for v_i in 1 .. cardinality(v_bounds) loop
+                if v_bounds[v_i] ~ '^[0-9]{1,9}$'
+                   and v_bounds[v_i]::integer between _cron_field.lo and _cron_field.hi then
+                    v_bounds[v_i] := v_bounds[v_i]::integer;
+                elsif array_position(_cron_field.names, v_bounds[v_i]) is not null then
+                    v_bounds[v_i] := array_position(_cron_field.names, v_bounds[v_i]) - 1 + _cron_field.lo;
                 else
-                    v_items := null;
-                    exit;
+                    v_ok := false;
                 end if;
             end loop;
-            if v_items is not null and cardinality(v_items) = 2 then
-                v_items := case when v_items[2] >= v_items[1]
-                                then array(select generate_series(v_items[1], v_items[2])) end;
+            if v_ok then
+                v_from := v_bounds[1]::integer;
+                v_to := v_bounds[cardinality(v_bounds)]::integer;
+                v_ok := v_to >= v_from;
             end if;
+        else
+            v_ok := false;
         end if;
         -- A step takes every s-th value of the base; one value n means n to the end.
-        if v_items is not null and v_step is not null then
-            if v_step !~ '^[0-9]{1,9}$' or v_step::integer = 0 then
-                v_items := null;
-            else
-                if cardinality(v_items) = 1 then
-                    v_items := array(select generate_series(v_items[1], _cron_field.hi));
+        v_by := 1;
+        if v_ok and v_step is not null then
+            v_ok := v_step ~ '^[0-9]{1,9}$' and v_step::integer > 0;
+            if v_ok then
+                v_by := v_step::integer;
+                if v_from = v_to then
+                    v_to := _cron_field.hi;
                 end if;
-                v_items := array(select v_items[i]
-                                   from generate_series(1, cardinality(v_items), v_step::integer) as i);
             end if;
         end if;
-        if v_items is null then
+        if not v_ok then
             raise exception using errcode = 'PQ001',
-                message = format('invalid cron %L: bad %s field %L (term %L): allowed are %s',
+                message = format('invalid cron %L: bad %s field %L (term %L): allowed are %s to %s%s, or *; lists (,), ranges (-) and steps (/)',
                                  _cron_field.cron, _cron_field.field, _cron_field.spec, v_term,
-                                 v_allowed),
+                                 _cron_field.lo, _cron_field.hi,
+                                 case when _cron_field.names is null then ''
+                                      else format(' or %s to %s', _cron_field.names[1],
+                                                  _cron_field.names[cardinality(_cron_field.names)]) end),
                 hint = 'Five fields: minute hour day-of-month month day-of-week, or a shorthand such as @daily.';
         end if;
-        v_values := v_values || v_items;
+        for v_i in v_from .. v_to by v_by loop
+            v_set[v_i] := true;
+        end loop;
     end loop;
-    return array(select distinct v from unnest(v_values) as v order by v);
+    for v_i in _cron_field.lo .. _cron_field.hi loop
+        if v_set[v_i] then
+            v_values := v_values || v_i;
+        end if;
+    end loop;
+    return v_values;
 end;
 $$;
 comment on function pgq._cron_field(text, text, text, integer, integer, text[]) is
@@ -150,16 +154,18 @@ begin
     days := pgq._cron_field(_cron_parse.cron, 'day-of-month', v_fields[3], 1, 31);
     months := pgq._cron_field(_cron_parse.cron, 'month', v_fields[4], 1, 12,
         array['jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov', 'dec']);
-    weekdays := array(select distinct d % 7
-                        from unnest(pgq._cron_field(_cron_parse.cron, 'day-of-week', v_fields[5], 0, 7,
-                                    array['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'])) as d
-                       order by 1);
+    weekdays := pgq._cron_field(_cron_parse.cron, 'day-of-week', v_fields[5], 0, 7,
+                                array['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat']);
+    if weekdays[cardinality(weekdays)] = 7 then
+        -- 7 is Sunday, as 0 is.
+        weekdays := case when weekdays[1] = 0 then weekdays[1:cardinality(weekdays) - 1]
+                         else 0 || weekdays[1:cardinality(weekdays) - 1] end;
+    end if;
     day_and := v_fields[3] like '*%' or v_fields[5] like '*%';
     wall_clock := v_fields[1] not like '*%' and v_fields[2] not like '*%';
     -- Only day-of-month can make an expression that never matches (30 2 ...).
-    if day_and and days[1] > (select max(case when m = 2 then 29
-                                               when m in (4, 6, 9, 11) then 30 else 31 end)
-                                 from unnest(months) as m) then
+    if day_and and days[1] > (case when months && array[1, 3, 5, 7, 8, 10, 12] then 31
+                                   when months && array[4, 6, 9, 11] then 30 else 29 end) then
         raise exception using errcode = 'PQ001',
             message = format('invalid cron %L: bad day-of-month field %L: no month it names has day %s',
                              _cron_parse.cron, v_fields[3], days[1]);
@@ -203,13 +209,12 @@ begin
                     v_today := v_first and v_day = extract(day from v_start);
                     foreach v_hour in array _cron_next_wall.hours loop
                         continue when v_today and v_hour < extract(hour from v_start);
-                        select min(m) into v_minute
-                          from unnest(_cron_next_wall.minutes) as m
-                         where not (v_today and v_hour = extract(hour from v_start))
-                            or m >= extract(minute from v_start);
-                        if v_minute is not null then
-                            return make_timestamp(v_year, v_month, v_day, v_hour, v_minute, 0);
-                        end if;
+                        foreach v_minute in array _cron_next_wall.minutes loop
+                            if not (v_today and v_hour = extract(hour from v_start))
+                               or v_minute >= extract(minute from v_start) then
+                                return make_timestamp(v_year, v_month, v_day, v_hour, v_minute, 0);
+                            end if;
+                        end loop;
                     end loop;
                 end if;
             end loop;
@@ -436,8 +441,13 @@ begin
         raise exception using errcode = 'PQ001',
             message = 'invalid schedule_name: must be 1 to 200 characters';
     end if;
+    -- pg_timezone_names reads every zone (tens of milliseconds): a zone some
+    -- schedule uses already is known to be good.
     if schedule.timezone is null
-       or not exists (select from pg_catalog.pg_timezone_names z where z.name = schedule.timezone) then
+       or not (schedule.timezone = 'UTC'
+               or exists (select from pgq.job_schedules s where s.timezone = schedule.timezone)
+               or exists (select from pg_catalog.pg_timezone_names z
+                           where z.name = schedule.timezone)) then
         raise exception using errcode = 'PQ001',
             message = format('invalid timezone %L: must be a time zone name PostgreSQL knows, such as UTC or Europe/Berlin',
                              schedule.timezone),
