@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
 from cronsim import CronSim, CronSimError
+
+from pgqueue_py.client import _sql
+from pgqueue_py.client.errors import ScheduleNotFound, translate
 
 SEED = 20261201
 PAIRS = 12_000
@@ -32,8 +35,8 @@ SHORTHANDS = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
-MONTHS = "jan feb mar apr may jun jul aug sep oct nov dec".split()
-DAYS = "sun mon tue wed thu fri sat".split()
+MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
 # (low, high, names) per field: minute, hour, day-of-month, month, day-of-week.
 FIELDS: list[tuple[int, int, list[str] | None]] = [
     (0, 59, None),
@@ -243,7 +246,9 @@ TICKERS = 8
 SLOTS = 200
 
 
-def _tick_together(dsn: str, rounds: int, between: Any = None) -> list[list[int]]:
+def _tick_together(
+    dsn: str, rounds: int, between: Callable[[int], None] | None = None
+) -> list[list[int]]:
     """TICKERS threads, each on its own connection, call pgq.tick() at the same moment,
     `rounds` times; `between(round)` runs alone before each round. Returns, per round,
     what each ticker's call returned."""
@@ -319,7 +324,9 @@ def test_eight_concurrent_tickers_enqueue_200_due_schedules_once_each(dsn: str) 
         counts = conn.execute(
             "select count(*), count(distinct idempotency_key) from pgq.jobs where queue = 'many'"
         ).fetchone()
-        due = conn.execute("select count(*) from pgq.job_schedules where next_run_at <= now()").fetchone()
+        due = conn.execute(
+            "select count(*) from pgq.job_schedules where next_run_at <= now()"
+        ).fetchone()
 
     assert sum(first[0]) == SLOTS
     assert sum(again[0]) == 0
@@ -364,3 +371,30 @@ def test_tick_with_nothing_due_reads_the_index_not_the_table(dsn: str) -> None:
 
     assert ticked == (0,)
     assert scans is not None and scans[0] == 0 and scans[1] >= 1
+
+
+# -- the statements the client sends -------------------------------------------------------
+
+
+def test_schedule_statements_run_as_the_client_sends_them(dsn: str) -> None:
+    params: dict[str, object] = {
+        "schedule_name": "nightly", "cron": "0 3 * * *", "job_name": "report",
+        "payload": None, "queue": None, "timezone": "Europe/Berlin", "priority": None,
+        "max_retries": None,
+    }  # fmt: skip
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        next_run = conn.execute(_sql.SCHEDULE, params).fetchone()
+        listed = conn.execute(_sql.SCHEDULES).fetchall()
+        ticked = conn.execute(_sql.TICK).fetchone()
+        conn.execute(_sql.UNSCHEDULE, {"schedule_name": "nightly"})
+        with pytest.raises(psycopg.Error) as raised:
+            conn.execute(_sql.UNSCHEDULE, {"schedule_name": "nightly"})
+        remaining = conn.execute(_sql.SCHEDULES).fetchall()
+
+    assert next_run is not None and next_run[0] > datetime.now(timezone.utc)
+    assert [row[:9] for row in listed] == [
+        ("nightly", "0 3 * * *", "Europe/Berlin", "report", "default", {}, 0, None, next_run[0])
+    ]
+    assert ticked == (0,)
+    assert isinstance(translate(raised.value), ScheduleNotFound)
+    assert remaining == []
