@@ -13,6 +13,7 @@ from pgqueue_py.client.errors import (
     OutcomeUnknown,
     PgqError,
     QueueNotFound,
+    ScheduleNotFound,
 )
 from pgqueue_py.client.jobs import JobType
 from pgqueue_py.client.queue import (
@@ -49,5 +50,6 @@ __all__ = [
     "PgqError",
     "Queue",
     "QueueNotFound",
+    "ScheduleNotFound",
     "QueueStats",
 ]
