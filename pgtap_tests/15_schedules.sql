@@ -4,7 +4,7 @@
 -- function over thousands of random pairs.
 begin;
 \ir _fixtures.psql
-select plan(106);
+select plan(107);
 
 -- Every schedule and job row: equal before and after a refused call.
 create function pgq_test.schedules_digest()
@@ -123,6 +123,8 @@ select ok(:'nightly_next'::timestamptz > now()
     'the next slot is the next 03:00 in Berlin');
 select is(pgq._schedule_next('0 3 * * *', 'Europe/Berlin', now()), :'nightly_next'::timestamptz,
     'pgq.schedule returns the next slot');
+select is((select s.queue from pgq.queue_stats s where s.queue = 'reports'), 'reports',
+    'the schedule''s queue exists from the schedule, so no tick has to create it');
 select is(pgq.schedule('defaults', '@hourly', 'ping'), date_trunc('hour', now()) + interval '1 hour',
     'the defaults: UTC, queue default, payload {}');
 select row_eq($$select s.timezone, s.queue, s.payload, s.priority, s.max_retries

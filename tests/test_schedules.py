@@ -336,15 +336,16 @@ def test_eight_concurrent_tickers_enqueue_200_due_schedules_once_each(dsn: str) 
 
 def test_tick_skips_a_schedule_another_tick_holds_without_waiting(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as setup:
-        setup.execute("select pgq.schedule('held', '* * * * *', 'report', queue => 'held')")
+        setup.execute("select pgq.schedule('held', '* * * * *', 'report', queue => 'new')")
         setup.execute("update pgq.job_schedules set next_run_at = now() - interval '1 minute'")
     with psycopg.connect(dsn) as holder, psycopg.connect(dsn, autocommit=True) as other:
         assert holder.execute("select pgq.tick()").fetchone() == (1,)  # open: the row stays locked
         with psycopg.connect(dsn, autocommit=True) as setup:
-            setup.execute("select pgq.schedule('free', '* * * * *', 'report', queue => 'free')")
+            setup.execute("select pgq.schedule('free', '* * * * *', 'report', queue => 'new')")
             setup.execute("update pgq.job_schedules set next_run_at = now() - interval '1 minute'"
                           " where schedule_name = 'free'")  # fmt: skip
-        # A tick that waited for the held row would fail on the lock timeout.
+        # A tick that waited for the held row (or for the first job of the schedules'
+        # queue) would fail on the lock timeout.
         other.execute("set lock_timeout = '5s'")
         assert other.execute("select pgq.tick()").fetchone() == (1,)
         holder.commit()

@@ -422,7 +422,8 @@ comment on function pgq._schedule_key(text, timestamptz) is
     'Internal: the idempotency key pgq:schedule:<name>:<slot in UTC> of a schedule''s job.';
 
 -- Create or replace a schedule: at each slot of `cron` in `timezone`, pgq.tick
--- enqueues job_name with payload in queue. Returns the next slot. A replaced
+-- enqueues job_name with payload in queue (which exists from now on, as after
+-- its first job). Returns the next slot. A replaced
 -- schedule keeps its next slot when cron and timezone are unchanged, and otherwise
 -- computes it from now. Bad input is PQ001 and changes nothing.
 create or replace function pgq.schedule(schedule_name text, cron text, job_name text,
@@ -481,6 +482,11 @@ begin
         raise exception using errcode = 'PQ001',
             message = format('invalid cron %L: it matches no time in the next 50 years', schedule.cron);
     end if;
+
+    -- The queue exists from its schedule, so no tick inserts it: a tick enqueueing the
+    -- first job of a new queue would make concurrent ticks wait for its commit.
+    insert into pgq.queues as q (queue) values (schedule.queue)
+    on conflict on constraint queues_pkey do nothing;
 
     insert into pgq.job_schedules as s (schedule_name, cron, timezone, job_name, payload, queue,
                                         priority, max_retries, next_run_at)
