@@ -285,28 +285,29 @@ def _tick_together(
 
 def test_eight_concurrent_tickers_enqueue_each_of_200_slots_of_one_schedule_once(dsn: str) -> None:
     # Time moves by rewriting the schedule row: before round k its cron names one
-    # minute of January 1st and its next slot is that minute this year, so each round
-    # has one due slot of its own, and 8 tickers race for it.
+    # minute of a day two days ago and its next slot is that minute, so each round
+    # has one due slot of its own (the next is a year away), and 8 tickers race for it.
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("select pgq.schedule('race', '0 0 1 1 *', 'report', queue => 'race')")
+        row = conn.execute("select (now() at time zone 'UTC')::date - 2").fetchone()
+        assert row is not None
+        day = row[0]
 
         def make_slot_due(round_: int) -> None:
-            cron = f"{round_ % 60} {round_ // 60} 1 1 *"
+            hour, minute = divmod(round_, 60)
             conn.execute(
-                "update pgq.job_schedules set cron = %(cron)s,"
-                " next_run_at = pgq._schedule_latest(%(cron)s, 'UTC', '-infinity', now())"
+                "update pgq.job_schedules set cron = %(cron)s, next_run_at = %(slot)s::timestamptz"
                 " where schedule_name = 'race'",
-                {"cron": cron},
-            )
+                {"cron": f"{minute} {hour} {day.day} {day.month} *",
+                 "slot": f"{day.isoformat()} {hour:02d}:{minute:02d}:00+00"},
+            )  # fmt: skip
 
         results = _tick_together(dsn, SLOTS, make_slot_due)
         keys = [row[0] for row in conn.execute(
             "select idempotency_key from pgq.jobs where queue = 'race' order by id")]  # fmt: skip
-        year = conn.execute("select extract(year from now() at time zone 'UTC')::int").fetchone()
 
-    assert year is not None
     assert [sum(r) for r in results] == [1] * SLOTS
-    assert keys == [f"pgq:schedule:race:{year[0]}-01-01T{k // 60:02d}:{k % 60:02d}:00Z"
+    assert keys == [f"pgq:schedule:race:{day.isoformat()}T{k // 60:02d}:{k % 60:02d}:00Z"
                     for k in range(SLOTS)]  # fmt: skip
 
 

@@ -50,6 +50,6 @@ __all__ = [
     "PgqError",
     "Queue",
     "QueueNotFound",
-    "ScheduleNotFound",
     "QueueStats",
+    "ScheduleNotFound",
 ]

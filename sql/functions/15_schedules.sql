@@ -370,6 +370,11 @@ declare
     v_slot   timestamptz;
     v_next   timestamptz;
 begin
+    -- Ticks that keep up find one due slot: no search.
+    if pgq._schedule_next(_schedule_latest.cron, _schedule_latest.timezone, _schedule_latest.due)
+       > _schedule_latest.until then
+        return _schedule_latest.due;
+    end if;
     -- v_lo: a bound with a slot in (v_lo, until]; v_hi: one without.
     loop
         if _schedule_latest.until - v_window <= _schedule_latest.due then
