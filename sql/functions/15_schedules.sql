@@ -12,7 +12,7 @@
 -- @annually (0 0 1 1 *), @monthly (0 0 1 * *), @weekly (0 0 * * 0), @daily and
 -- @midnight (0 0 * * *), @hourly (0 * * * *). When day-of-month and day-of-week
 -- both are restricted (neither starts with `*`), a day matches if either matches;
--- otherwise both must.
+-- otherwise both must. Not supported: a seconds field, L, W, # and ?.
 --
 -- Time zones and DST follow Debian cron (as cronsim implements it, which the tests
 -- cross-check): an expression whose minute and hour fields are both fixed (neither
