@@ -18,6 +18,7 @@ from pgqueue_py.client.errors import (
     PgqError,
     QueueNotFound,
     ResultTimeout,
+    ScheduleNotFound,
 )
 from pgqueue_py.client.jobs import JobType
 from pgqueue_py.worker import Handler, JobContext, Worker, WorkerThreadDied
@@ -42,6 +43,7 @@ __all__ = [
     "Queue",
     "QueueNotFound",
     "ResultTimeout",
+    "ScheduleNotFound",
     "Worker",
     "WorkerThreadDied",
 ]

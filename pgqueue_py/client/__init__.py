@@ -19,6 +19,7 @@ from pgqueue_py.client.errors import (
     PgqError,
     QueueNotFound,
     ResultTimeout,
+    ScheduleNotFound,
 )
 from pgqueue_py.client.jobs import JobType
 from pgqueue_py.client.queue import Queue
@@ -63,4 +64,5 @@ __all__ = [
     "QueueNotFound",
     "QueueStats",
     "ResultTimeout",
+    "ScheduleNotFound",
 ]
