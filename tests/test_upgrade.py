@@ -500,6 +500,21 @@ def test_running_job_of_the_release_heartbeats_and_completes_under_its_old_lease
     assert rows == [("succeeded", {"sent": True})]
 
 
+def test_lease_of_the_release_that_expires_after_the_upgrade_may_still_complete_late(
+    upgraded_dsn: str, jobs: ReleasedJobs
+) -> None:
+    lease = jobs.running
+    backdate_lease(upgraded_dsn, lease.job_id)
+    assert set(claim(upgraded_dsn)) == {jobs.available, jobs.keyed}  # reaps it
+    assert job_state(upgraded_dsn, lease.job_id) == ("available", 1)
+
+    assert complete(upgraded_dsn, lease, {"late": True}) == "succeeded"
+
+    rows = call(upgraded_dsn, "select s.state, s.result from pgq.job_status(job_id => %s) as s",
+                (lease.job_id,))  # fmt: skip
+    assert rows == [("succeeded", {"late": True})]
+
+
 def test_finished_marker_of_the_release_answers_done_with_its_result(
     upgraded_dsn: str, jobs: ReleasedJobs
 ) -> None:
