@@ -321,7 +321,7 @@ def call(dsn: str, query: LiteralString, params: tuple[object, ...] = ()) -> lis
 def claim(dsn: str, queue: str = "default") -> dict[int, Lease]:
     rows = call(
         dsn,
-        "select c.id, c.lease_token, c.attempt from pgq.claim(worker_id => 'today-worker',"
+        "select c.id, c.lease_token from pgq.claim(worker_id => 'today-worker',"
         " queues => array[%s], batch => 100) as c",
         (queue,),
     )
