@@ -26,7 +26,14 @@ from psycopg.conninfo import conninfo_to_dict
 
 from pgqueue_py.cli import demo
 from pgqueue_py.cli.demo import DemoFailed
-from pgqueue_py.cli.tables import attempt_text, dead_table, echo_json, job_text, stats_table
+from pgqueue_py.cli.tables import (
+    attempt_text,
+    dead_table,
+    echo_json,
+    job_text,
+    schedules_table,
+    stats_table,
+)
 from pgqueue_py.client.errors import ConfigurationError, JobNotFound, PgqError
 from pgqueue_py.client.jobs import JobType
 from pgqueue_py.client.queue import DSN_ENV, Queue
@@ -389,12 +396,7 @@ def enqueue_command(
     dsn: str | None,
 ) -> None:
     """Add a job JOB_NAME with a JSON object as payload; print its id."""
-    try:
-        data = json.loads(payload)
-    except ValueError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="PAYLOAD_JSON") from exc
-    if not isinstance(data, dict):
-        raise click.BadParameter("must be a JSON object", param_hint="PAYLOAD_JSON")
+    data = json_object(payload)
     if delay is not None and run_at is not None:
         raise click.UsageError("--delay and --run-at are exclusive")
     # The command line cannot know the payload's type: a job type made on the spot,
@@ -406,6 +408,87 @@ def enqueue_command(
             max_retries=max_retries, idempotency_key=idempotency_key, conn=s.conn,
         )  # fmt: skip
     click.echo(job_id)
+
+
+def json_object(payload: str) -> dict[str, Any]:
+    """The PAYLOAD_JSON argument: a JSON object, else a usage error."""
+    try:
+        data = json.loads(payload)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="PAYLOAD_JSON") from exc
+    if not isinstance(data, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="PAYLOAD_JSON")
+    return data
+
+
+# -- schedules -----------------------------------------------------------------------------
+
+
+@main.group("schedule")
+def schedule_group() -> None:
+    """Periodic schedules: add (or replace), list, remove. Workers enqueue each slot's
+    job as they poll (pgq.tick), exactly once per slot, with no leader."""
+
+
+@schedule_group.command("add")
+@click.argument("name")
+@click.argument("cron")
+@click.argument("job_name")
+@click.argument("payload", metavar="[PAYLOAD_JSON]", required=False, default="{}")
+@click.option("--queue", default="default", show_default=True)
+@click.option("--timezone", default="UTC", show_default=True,
+              help="A PostgreSQL time zone name; slots follow its DST changes.")
+@click.option("--priority", type=int, default=0, show_default=True, help="Lower runs first.")
+@click.option("--max-retries", type=int, default=None, help="Default: the queue's.")
+@dsn_option
+@pooler_option
+def schedule_add_command(
+    name: str,
+    cron: str,
+    job_name: str,
+    payload: str,
+    queue: str,
+    timezone: str,
+    priority: int,
+    max_retries: int | None,
+    dsn: str | None,
+) -> None:
+    """Create or replace schedule NAME: a JOB_NAME job at every slot of CRON (5 fields,
+    or @hourly, @daily, @weekly, @monthly, @yearly); print its next slot."""
+    data = json_object(payload)
+    job: JobType[dict[str, Any]] = JobType(job_name, dict)
+    with session(dsn) as s:
+        next_run_at = s.queue.schedule(name, job, cron, data, timezone=timezone, queue=queue,
+                                       priority=priority, max_retries=max_retries,
+                                       conn=s.conn)  # fmt: skip
+    click.echo(f"schedule {name}: next run at {next_run_at.isoformat()}")
+
+
+@schedule_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@dsn_option
+@pooler_option
+def schedule_list_command(as_json: bool, dsn: str | None) -> None:
+    """Every schedule with its next slot and the last job it enqueued (pgq.schedules)."""
+    with session(dsn) as s:
+        rows = s.queue.schedules(conn=s.conn)
+    if as_json:
+        echo_json(rows)
+    elif rows:
+        click.echo(schedules_table(rows))
+    else:
+        click.echo("no schedules")
+
+
+@schedule_group.command("remove")
+@click.argument("name")
+@dsn_option
+@pooler_option
+def schedule_remove_command(name: str, dsn: str | None) -> None:
+    """Remove schedule NAME; jobs it already enqueued stay."""
+    with session(dsn) as s:
+        s.queue.unschedule(name, conn=s.conn)
+    click.echo(f"schedule {name} removed")
 
 
 # -- inspecting ----------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from pgqueue_py.client.rows import (
     JobStatus,
     OnceStatus,
     QueueStats,
+    Schedule,
 )
 
 __all__ = [
@@ -64,5 +65,6 @@ __all__ = [
     "QueueNotFound",
     "QueueStats",
     "ResultTimeout",
+    "Schedule",
     "ScheduleNotFound",
 ]

@@ -42,6 +42,7 @@ from pgqueue_py.client.rows import (
     JobStatus,
     OnceStatus,
     QueueStats,
+    Schedule,
 )
 
 if TYPE_CHECKING:
@@ -177,6 +178,7 @@ _HEARTBEAT_OUTCOMES = _rows_of(HeartbeatOutcome)
 _COMPLETION_OUTCOMES = _rows_of(CompletionOutcome)
 _ONCE_STATUS = _rows_of(OnceStatus)
 _JOB_STATUS = _rows_of(JobStatus)
+_SCHEDULES = _rows_of(Schedule)
 _QUEUE_STATS = _rows_of(QueueStats)
 _DEAD_JOBS = _rows_of(DeadJob)
 _ATTEMPT_ERRORS = _rows_of(AttemptError)
@@ -399,6 +401,42 @@ def dead_letter(*, queue: str | None, limit: int) -> Call[list[DeadJob]]:
 
 def job_errors(job_id: int) -> Call[list[AttemptError]]:
     return Call(_sql.JOB_ERRORS, {"job_id": job_id}, _ATTEMPT_ERRORS, _all)
+
+
+def schedule(
+    schedule_name: str,
+    job: JobType[P],
+    cron: str,
+    payload: PayloadArg[P],
+    *,
+    timezone: str,
+    queue: str | None,
+    priority: int | None,
+    max_retries: int | None,
+) -> Call[datetime]:
+    params = {
+        "schedule_name": schedule_name,
+        "cron": cron,
+        "job_name": job.name,
+        "payload": Jsonb(job.encode(cast(P, payload))),
+        "queue": queue if queue is not None else job.queue,
+        "timezone": timezone,
+        "priority": priority if priority is not None else job.priority,
+        "max_retries": max_retries if max_retries is not None else job.max_retries,
+    }
+    return _scalar(_sql.SCHEDULE, params, _value(datetime))
+
+
+def unschedule(schedule_name: str) -> Call[None]:
+    return _scalar(_sql.UNSCHEDULE, {"schedule_name": schedule_name}, _void)
+
+
+def schedules() -> Call[list[Schedule]]:
+    return Call(_sql.SCHEDULES, {}, _SCHEDULES, _all)
+
+
+def tick() -> Call[int]:
+    return _scalar(_sql.TICK, {}, _value(int))
 
 
 def job_status(job_id: int) -> Call[JobStatus]:

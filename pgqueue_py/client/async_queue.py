@@ -40,6 +40,7 @@ from pgqueue_py.client.rows import (
     JobStatus,
     OnceStatus,
     QueueStats,
+    Schedule,
 )
 
 if TYPE_CHECKING:
@@ -425,6 +426,44 @@ class AsyncQueue:
         """The error of each failed attempt of a job, oldest first. Reads
         ``pgq.job_errors``."""
         return await self._run(_calls.job_errors(job_id), conn)
+
+    async def schedule(
+        self,
+        name: str,
+        job: JobType[P],
+        cron: str,
+        payload: PayloadArg[P],
+        *,
+        timezone: str = "UTC",
+        queue: str | None = None,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> datetime:
+        """Create or replace the periodic schedule ``name``: a job of type ``job`` with
+        ``payload`` at every slot of ``cron`` (5 fields, or ``@hourly``...``@yearly``) in
+        ``timezone``; returns the next slot. Options left None take the job type's. Calls
+        ``pgq.schedule``; InvalidArgument names a bad cron field."""
+        call = _calls.schedule(name, job, cron, payload, timezone=timezone, queue=queue,
+                               priority=priority, max_retries=max_retries)  # fmt: skip
+        return await self._run(call, conn)
+
+    async def unschedule(
+        self, name: str, *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> None:
+        """Remove a schedule. Calls ``pgq.unschedule``; ScheduleNotFound if there is none."""
+        return await self._run(_calls.unschedule(name), conn)
+
+    async def schedules(
+        self, *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> list[Schedule]:
+        """Every schedule, by name. Reads ``pgq.schedules``."""
+        return await self._run(_calls.schedules(), conn)
+
+    async def tick(self, *, conn: psycopg.AsyncConnection[Any] | None = None) -> int:
+        """Enqueue every schedule slot that is due; returns how many jobs. Workers call it
+        as they poll. Calls ``pgq.tick``."""
+        return await self._run(_calls.tick(), conn)
 
     async def job_status(
         self, job_id: int, *, conn: psycopg.AsyncConnection[Any] | None = None

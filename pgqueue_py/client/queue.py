@@ -43,6 +43,7 @@ from pgqueue_py.client.rows import (
     JobStatus,
     OnceStatus,
     QueueStats,
+    Schedule,
 )
 
 if TYPE_CHECKING:
@@ -430,6 +431,40 @@ class Queue:
         """The error of each failed attempt of a job, oldest first. Reads
         ``pgq.job_errors``."""
         return self._run(_calls.job_errors(job_id), conn)
+
+    def schedule(
+        self,
+        name: str,
+        job: JobType[P],
+        cron: str,
+        payload: PayloadArg[P],
+        *,
+        timezone: str = "UTC",
+        queue: str | None = None,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> datetime:
+        """Create or replace the periodic schedule ``name``: a job of type ``job`` with
+        ``payload`` at every slot of ``cron`` (5 fields, or ``@hourly``...``@yearly``) in
+        ``timezone``; returns the next slot. Options left None take the job type's. Calls
+        ``pgq.schedule``; InvalidArgument names a bad cron field."""
+        call = _calls.schedule(name, job, cron, payload, timezone=timezone, queue=queue,
+                               priority=priority, max_retries=max_retries)  # fmt: skip
+        return self._run(call, conn)
+
+    def unschedule(self, name: str, *, conn: psycopg.Connection[Any] | None = None) -> None:
+        """Remove a schedule. Calls ``pgq.unschedule``; ScheduleNotFound if there is none."""
+        return self._run(_calls.unschedule(name), conn)
+
+    def schedules(self, *, conn: psycopg.Connection[Any] | None = None) -> list[Schedule]:
+        """Every schedule, by name. Reads ``pgq.schedules``."""
+        return self._run(_calls.schedules(), conn)
+
+    def tick(self, *, conn: psycopg.Connection[Any] | None = None) -> int:
+        """Enqueue every schedule slot that is due; returns how many jobs. Workers call it
+        as they poll. Calls ``pgq.tick``."""
+        return self._run(_calls.tick(), conn)
 
     def job_status(
         self, job_id: int, *, conn: psycopg.Connection[Any] | None = None

@@ -63,6 +63,26 @@ class JobStatus:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """One row of ``pgq.schedules``: a periodic schedule and the last slot it ran."""
+
+    schedule_name: str
+    cron: str
+    timezone: str
+    job_name: str
+    queue: str
+    payload: dict[str, Any]
+    priority: int
+    max_retries: int | None
+    next_run_at: datetime
+    last_run_at: datetime | None
+    last_job_id: int | None
+    last_job_state: JobState | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
 class OnceStatus:
     """``pgq.once_begin``'s answer: run the effect now, it is done (with its stored
     result), or an earlier attempt began it and its outcome is unknown."""

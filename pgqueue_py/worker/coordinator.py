@@ -145,6 +145,8 @@ class Worker:
         self._running: set[Attempt] = set()
         """Attempts whose handler runs and counts against concurrency (a sync handler past
         its timeout keeps its thread, so it keeps its slot until it returns)."""
+        self._next_tick = 0.0
+        """When (monotonic) this worker next calls ``pgq.tick``."""
         self._mean_duration: float | None = None
         """Moving average of handler durations, in seconds: sizes the claim-ahead buffer."""
         self._started = False
@@ -297,6 +299,7 @@ class Worker:
                     await self._outcomes.recorded()
                     await self._release_lost_claims()
                     answer_lost = False
+                await self._tick_if_due()
                 jobs = await self._db.claim(
                     self.worker_id, queues=self._queues, batch=batch, lease=self._lease
                 )
@@ -311,6 +314,17 @@ class Worker:
             if len(jobs) < batch:
                 await self._wait_for_work()
         await self._release_buffered()
+
+    async def _tick_if_due(self) -> None:
+        """Enqueue due schedule slots, once a poll interval: every worker ticks, and the
+        engine's idempotency keys make each slot one job, with no leader."""
+        now = time.monotonic()
+        if now < self._next_tick:
+            return
+        self._next_tick = now + self._poll * random.uniform(0.8, 1.2)
+        enqueued = await self._db.tick()
+        if enqueued:
+            log.info("worker %s: enqueued %s scheduled jobs", self.worker_id, enqueued)
 
     def _claimable(self) -> tuple[int, int]:
         """(how many to claim now, how many make a worthwhile batch)."""
