@@ -121,7 +121,8 @@ def wait_drained(clock: DrainClock, dsn: str, unfinished_sql: str, timeout: floa
             if left() == 0 and not clock.all_returned.wait(1.0):
                 raise RuntimeError(
                     f"the database shows all {clock.jobs} jobs finished, but only "
-                    f"{clock.begun} handlers began: the worker did not run the handler"
+                    f"{clock.begun} handlers began: the worker marked jobs done "
+                    "without running the handler's body"
                 )
         while left() > 0:
             if time.perf_counter() > deadline:
