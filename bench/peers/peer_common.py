@@ -33,8 +33,9 @@ LATENCY_WARMUP = 5
 """Samples taken and thrown away before the measured ones (connections, prepared plans)."""
 LATENCY_SPACING = 0.030
 """Seconds the worker is left idle after each sample's handler started."""
-LATENCY_TIMEOUT = 5.0
-"""Seconds one sample may wait for its handler; past it the scenario fails."""
+LATENCY_TIMEOUT = 10.0
+"""Seconds one sample may wait for its handler (beyond the peers' 5 s fallback polls);
+past it the scenario fails."""
 
 
 @dataclass(frozen=True)

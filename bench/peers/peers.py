@@ -443,7 +443,7 @@ def main() -> int:
         rounds=args.rounds or (1 if quick else 3),
         jobs=args.jobs or (2_000 if quick else 20_000),
         latency_samples=args.latency_samples or (50 if quick else 200),
-        procrastinate_drain_jobs=args.procrastinate_drain_jobs or (200 if quick else 1_000),
+        procrastinate_drain_jobs=args.procrastinate_drain_jobs or (200 if quick else 500),
         floor_seconds=2 if quick else 5,
         quick=quick,
     )
