@@ -44,7 +44,7 @@ PEERS_STAMP := $(PEERS_VENV)/.installed
 $(PEERS_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(PEERS_VENV)
 	$(PEERS_VENV)/bin/pip install --quiet --upgrade pip
-	$(PEERS_VENV)/bin/pip install --quiet --upgrade 'pgqueuer[asyncpg]' procrastinate matplotlib -e .
+	$(PEERS_VENV)/bin/pip install --quiet --upgrade 'pgqueuer[asyncpg]' procrastinate matplotlib -e '.[binary]'
 	touch $@
 
 bench-peers: $(PEERS_STAMP)
