@@ -63,6 +63,8 @@ _CLAIM_LINGER = 0.002
 """How long the claim loop waits for half its room to free up before claiming less."""
 _PREFETCH_HORIZON = 0.020
 """Seconds of handler work the buffer of claimed, not yet started jobs holds."""
+_RATE_WINDOW = 256
+"""How many of the latest handler returns measure the rate the buffer is sized by."""
 _DEFAULT_LEASE = 30.0
 """Seconds; the engine's default lease, until the first claim shows the real one."""
 _POOL_TIMEOUT = timedelta(seconds=2)
@@ -147,8 +149,8 @@ class Worker:
         its timeout keeps its thread, so it keeps its slot until it returns)."""
         self._next_tick = 0.0
         """When (monotonic) this worker next calls ``pgq.tick``."""
-        self._mean_duration: float | None = None
-        """Moving average of handler durations, in seconds: sizes the claim-ahead buffer."""
+        self._finishes: deque[float] = deque(maxlen=_RATE_WINDOW)
+        """When (monotonic) the last handlers returned: their rate sizes the buffer."""
         self._started = False
         self._stop_requested: bool | None = None
         """Set by stop() before the loop runs: None, or whether it asked to stop at once."""
@@ -334,12 +336,15 @@ class Worker:
         return max(0, min(wanted, room)), max(1, target // 2)
 
     def _buffer_target(self) -> int:
-        """Jobs to hold ahead of free slots: about ``_PREFETCH_HORIZON`` of handler work,
-        none until a handler duration is known, and none for slow jobs."""
-        if self._mean_duration is None:
+        """Jobs to hold ahead of free slots: what the handlers get through in
+        ``_PREFETCH_HORIZON`` at the rate they finished lately; none for slow jobs, and
+        none until a few have finished."""
+        finishes = self._finishes
+        if len(finishes) < 8:
             return 0
-        ahead = self.concurrency * _PREFETCH_HORIZON / max(self._mean_duration, 1e-6)
-        return min(self.prefetch, int(ahead))
+        span = finishes[-1] - finishes[0]
+        rate = (len(finishes) - 1) / span if span > 0 else float("inf")
+        return int(min(self.prefetch, rate * _PREFETCH_HORIZON))
 
     async def _room_to_claim(self) -> int:
         """Wait until a worthwhile batch may be claimed: half the room, or what is free
@@ -417,7 +422,6 @@ class Worker:
             asyncio.get_running_loop().create_task(self._run_attempt(attempt))
 
     async def _run_attempt(self, attempt: Attempt) -> None:
-        started = time.monotonic()
         is_async = False
         try:
             entry = self._handlers.get(attempt.job.job_name)
@@ -468,7 +472,7 @@ class Worker:
                         return
                 self._outcomes.succeed(attempt, result)
         finally:
-            self._note_duration(time.monotonic() - started)
+            self._finishes.append(time.monotonic())
             if is_async or not attempt.timed_out:
                 self._leave_slot(attempt)
 
@@ -501,10 +505,6 @@ class Worker:
             attempt.timed_out = True
             future.add_done_callback(lambda _: self._leave_slot(attempt))
             raise
-
-    def _note_duration(self, seconds: float) -> None:
-        mean = self._mean_duration
-        self._mean_duration = seconds if mean is None else mean + (seconds - mean) / 32
 
     def _leave_slot(self, attempt: Attempt) -> None:
         self._running.discard(attempt)
