@@ -24,7 +24,8 @@ from pgqueue_py import (
     Queue,
     ResultTimeout,
 )
-from pgqueue_py.client import OnceStatus
+from pgqueue_py.client import ClaimedJob, OnceStatus
+from pgqueue_py.worker import Outcome
 
 
 class Item(TypedDict):
@@ -309,3 +310,46 @@ def wait_for(predicate: Any, what: str, timeout: float = 20) -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
+
+
+# -- the observer --------------------------------------------------------------------------
+
+
+class Recorder:
+    """A WorkerObserver that keeps what it is told (called on the worker's loop)."""
+
+    def __init__(self) -> None:
+        self.started: list[int] = []
+        self.finished: list[tuple[int, str, float]] = []
+
+    def job_started(self, job: ClaimedJob) -> None:
+        self.started.append(job.id)
+
+    def job_finished(self, job: ClaimedJob, outcome: Outcome, duration: float) -> None:
+        self.finished.append((job.id, outcome, duration))
+
+
+def test_the_observer_hears_every_start_and_how_each_attempt_ended(queue: Queue) -> None:
+    queue.configure_queue("default", max_retries=1, backoff_base=timedelta(milliseconds=10),
+                          backoff_max=timedelta(milliseconds=20))  # fmt: skip
+    slow = JobType("slow", Item, timeout=timedelta(seconds=0.2))
+    recorder = Recorder()
+
+    async def handle(ctx: JobContext, payload: Item) -> None:
+        if payload["n"] == 1:
+            raise ValueError("always")
+        await asyncio.sleep(0.05 if payload["n"] == 0 else 5)
+
+    ok = queue.add(item, {"n": 0})
+    doomed = queue.add(item, {"n": 1})
+    late = queue.add(slow, {"n": 2}, max_retries=0)
+    with running(queue, {item: handle, slow: handle}, observer=recorder):
+        wait_for_state(queue, [ok], "succeeded")
+        wait_for_state(queue, [doomed, late], "dead")
+
+    outcomes = {(job_id, outcome) for job_id, outcome, _ in recorder.finished}
+    assert outcomes == {(ok, "succeeded"), (doomed, "failed"), (doomed, "dead"),
+                        (late, "timed_out")}  # fmt: skip
+    assert sorted(recorder.started) == sorted([ok, doomed, doomed, late])
+    [ok_duration] = [d for job_id, _, d in recorder.finished if job_id == ok]
+    assert 0.04 < ok_duration < 2

@@ -6,5 +6,6 @@ from __future__ import annotations
 
 from pgqueue_py.worker.context import Handler, JobContext
 from pgqueue_py.worker.coordinator import Worker, WorkerThreadDied
+from pgqueue_py.worker.observer import Outcome, WorkerObserver
 
-__all__ = ["Handler", "JobContext", "Worker", "WorkerThreadDied"]
+__all__ = ["Handler", "JobContext", "Outcome", "Worker", "WorkerObserver", "WorkerThreadDied"]

@@ -34,6 +34,8 @@ class Attempt:
     """The job was cancelled while this attempt held it (a heartbeat said so)."""
     timed_out: bool = False
     """The handler outlived its timeout; the attempt was failed, a late result is ignored."""
+    handler_seconds: float = 0.0
+    """How long the handler ran, once it returned."""
     sending: bool = False
     """The outcome is in a call to the engine now; that call's answer decides, not a
     heartbeat's that crossed it."""

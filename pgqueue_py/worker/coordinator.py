@@ -51,6 +51,7 @@ from pgqueue_py.client.queue import Queue
 from pgqueue_py.client.rows import ClaimedJob
 from pgqueue_py.worker.attempt import Attempt, Stage
 from pgqueue_py.worker.context import Effects, Handler, JobContext, is_async_handler
+from pgqueue_py.worker.observer import Outcome, WorkerObserver
 from pgqueue_py.worker.retry import Backoff, Retrier, one_line
 
 log = logging.getLogger("pgqueue_py.worker")
@@ -106,6 +107,7 @@ class Worker:
         shutdown_timeout: timedelta = timedelta(seconds=30),
         worker_id: str | None = None,
         listen: bool = True,
+        observer: WorkerObserver | None = None,
     ) -> None:
         if not handlers:
             raise ValueError("a worker needs at least one job type to handle")
@@ -118,6 +120,7 @@ class Worker:
         if lease is not None and lease < timedelta(seconds=1):
             raise ValueError("lease must be at least one second")
         self._queue = queue
+        self._observer = observer
         self._handlers: dict[str, tuple[JobType[Any], Handler[Any], bool]] = {}
         for job_type, handler in handlers.items():
             if job_type.name in self._handlers:
@@ -164,6 +167,11 @@ class Worker:
     def queues(self) -> list[str]:
         """The queues this worker claims from."""
         return list(self._queues)
+
+    @property
+    def running_jobs(self) -> int:
+        """Handlers running now (for a metrics gauge; read from any thread)."""
+        return len(self._running)
 
     def run(self) -> None:
         """Run until stopped (``stop()``, SIGTERM or SIGINT); return when done.
@@ -423,6 +431,9 @@ class Worker:
 
     async def _run_attempt(self, attempt: Attempt) -> None:
         is_async = False
+        started = time.monotonic()
+        if self._observer is not None:
+            self._observer.job_started(attempt.job)
         try:
             entry = self._handlers.get(attempt.job.job_name)
             if entry is None:
@@ -472,7 +483,9 @@ class Worker:
                         return
                 self._outcomes.succeed(attempt, result)
         finally:
-            self._finishes.append(time.monotonic())
+            finished = time.monotonic()
+            attempt.handler_seconds = finished - started
+            self._finishes.append(finished)
             if is_async or not attempt.timed_out:
                 self._leave_slot(attempt)
 
@@ -535,6 +548,12 @@ class Worker:
 
     # -- 3. recording outcomes: see _Outcomes below ----------------------------------------
 
+    def _ended(self, attempt: Attempt, outcome: Outcome) -> None:
+        """The attempt is over: the engine recorded its outcome, or the lease is gone."""
+        if self._observer is not None:
+            self._observer.job_finished(attempt.job, outcome, attempt.handler_seconds)
+        self._forget(attempt)
+
     def _forget(self, attempt: Attempt) -> None:
         """Stop tracking an attempt: its outcome is recorded or its lease is lost. The job
         may have been claimed again by this worker since; that attempt stays tracked."""
@@ -557,7 +576,7 @@ class Worker:
         if attempt.stage is Stage.BUFFERED:
             with contextlib.suppress(ValueError):
                 self._buffer.remove(attempt)
-        self._forget(attempt)
+        self._ended(attempt, "cancelled" if cancelled else "lease_lost")
 
     # -- 4. heartbeats ---------------------------------------------------------------------
 
@@ -724,25 +743,30 @@ class _Outcomes:
         worker = self._worker
         while self._failures:
             attempt, error, retry = self._failures[0]
-            if not attempt.lost:
-                attempt.sending = True
-                try:
-                    job = attempt.job
-                    state = await self._db.fail(job.id, job.lease_token, error, retry=retry)
-                except LeaseLost:
-                    log.warning("job %s: lease lost", attempt.job_id, extra=attempt.extra())
-                except PgqError as exc:
-                    log.error("job %s: the failure could not be recorded: %s", attempt.job_id,
-                              exc, extra=attempt.extra())  # fmt: skip
-                else:
-                    if state == "dead":
-                        log.warning("job %s (%s) is dead after attempt %s", attempt.job_id,
-                                    attempt.job.job_name, attempt.job.attempt,
-                                    extra=attempt.extra())  # fmt: skip
-                finally:
-                    attempt.sending = False
+            if attempt.lost:
+                self._failures.popleft()
+                continue
+            outcome: Outcome = "timed_out" if attempt.timed_out else "failed"
+            attempt.sending = True
+            try:
+                job = attempt.job
+                state = await self._db.fail(job.id, job.lease_token, error, retry=retry)
+            except LeaseLost:
+                outcome = "lease_lost"
+                log.warning("job %s: lease lost", attempt.job_id, extra=attempt.extra())
+            except PgqError as exc:
+                log.error("job %s: the failure could not be recorded: %s", attempt.job_id,
+                          exc, extra=attempt.extra())  # fmt: skip
+            else:
+                if state == "dead":
+                    outcome = "timed_out" if attempt.timed_out else "dead"
+                    log.warning("job %s (%s) is dead after attempt %s", attempt.job_id,
+                                attempt.job.job_name, attempt.job.attempt,
+                                extra=attempt.extra())  # fmt: skip
+            finally:
+                attempt.sending = False
             self._failures.popleft()
-            worker._forget(attempt)
+            worker._ended(attempt, outcome)
 
     async def _send_successes(self) -> None:
         worker = self._worker
@@ -779,6 +803,7 @@ class _Outcomes:
                 raise
             for (attempt, _), outcome in zip(batch, outcomes, strict=True):
                 attempt.sending = False
+                worker._ended(attempt, outcome.outcome)
                 if outcome.outcome == "failed":
                     log.warning("job %s (%s) attempt %s: its result is over the 1 MiB limit, "
                                 "so the engine failed the attempt", attempt.job_id,
@@ -786,7 +811,6 @@ class _Outcomes:
                                 extra=attempt.extra())  # fmt: skip
                 elif outcome.outcome == "lease_lost":
                     log.warning("job %s: lease lost", attempt.job_id, extra=attempt.extra())
-                worker._forget(attempt)
 
 
 class _HandlerThreads:
