@@ -246,7 +246,9 @@ def migrate_command(dsn: str | None) -> None:
 @main.command("worker")
 @click.argument("app", metavar="MODULE:ATTR")
 @click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Handler threads.")  # fmt: skip
+              help="Handlers at once: threads for plain ones, tasks for async.")  # fmt: skip
+@click.option("--prefetch", type=click.IntRange(min=0), default=None,
+              help="Most jobs claimed ahead of free slots [max(100, concurrency)].")  # fmt: skip
 @click.option("--queue", "queues", multiple=True, metavar="QUEUE",
               help="Queue to claim from (repeatable); default: the job types' queues.")  # fmt: skip
 @click.option("--lease", type=DURATION, default=None, metavar="SECONDS",
@@ -261,6 +263,7 @@ def migrate_command(dsn: str | None) -> None:
 def worker_command(
     app: str,
     concurrency: int,
+    prefetch: int | None,
     queues: tuple[str, ...],
     lease: timedelta | None,
     no_listen: bool,
@@ -284,13 +287,14 @@ def worker_command(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     pooler = transaction_pooler()
-    # The worker needs a connection per handler using run_once, plus three of its own.
-    with Queue(resolved, max_connections=concurrency + 4, transaction_pooler=pooler) as queue:
+    # The worker opens connections of its own; this queue only names the database.
+    with Queue(resolved, min_connections=0, max_connections=1, transaction_pooler=pooler) as queue:
         try:
             worker = Worker(
                 queue,
                 handlers,
                 concurrency=concurrency,
+                prefetch=prefetch,
                 queues=list(queues) or None,
                 lease=lease,
                 worker_id=worker_id,
