@@ -54,7 +54,8 @@ declare
     v_after_priority integer := -2147483648;
     v_after_run_at   timestamptz := '-infinity';
     v_after_id       bigint := 0;
-    v_page_size      integer := greatest(2 * _pick_by_key.max_jobs, 100);
+    -- Each job read is locked: read about as many as are wanted.
+    v_page_size      integer := greatest(_pick_by_key.max_jobs, 10);
     v_page_rows      integer;
 begin
     v_used := array(select j.concurrency_key
@@ -138,6 +139,8 @@ declare
     v_queue       pgq.queues;
     v_allowed     integer;
     v_ids         bigint[] := '{}';
+    v_more        bigint[];
+    v_sources     integer := 0;
     v_rate_queues text[] := '{}';
 begin
     perform
@@ -175,9 +178,9 @@ begin
         end if;
         continue when v_allowed <= 0;
         if v_queue.key_concurrency > 0 then
-            v_ids := v_ids || pgq._pick_by_key(v_queue.queue, v_queue.key_concurrency, v_allowed);
+            v_more := pgq._pick_by_key(v_queue.queue, v_queue.key_concurrency, v_allowed);
         else
-            v_ids := v_ids || array(
+            v_more := array(
                 select a.id
                   from pgq.jobs a
                  where a.queue = v_queue.queue
@@ -187,10 +190,14 @@ begin
                  limit v_allowed
                    for update skip locked);
         end if;
+        if cardinality(v_more) > 0 then
+            v_ids := v_ids || v_more;
+            v_sources := v_sources + 1;
+        end if;
     end loop;
 
     -- The queues named without a limit, as pgq.claim reads them.
-    v_ids := v_ids || array(
+    v_more := array(
         select c.id
           from pgq.queues q
          cross join lateral (
@@ -205,6 +212,18 @@ begin
          where q.queue = any (_claim_limited.queues)
            and not q.paused
            and not (q.concurrency > 0 or q.rate_limit > 0 or q.key_concurrency > 0));
+    if cardinality(v_more) > 0 then
+        v_ids := v_ids || v_more;
+        v_sources := v_sources + 1;
+    end if;
+    -- Jobs from several queues: the best `batch` of them, in claim order (one queue's
+    -- picks are in that order already, and no more than batch).
+    if v_sources > 1 then
+        v_ids := array(select b.id from pgq.jobs b
+                        where b.id = any (v_ids)
+                        order by b.priority, b.run_at, b.id
+                        limit _claim_limited.batch);
+    end if;
 
     return query
     with claimed as (
@@ -219,11 +238,7 @@ begin
                                                    (select q.lease from pgq.queues q
                                                      where q.queue = j.queue)),
                started_at       = v_now
-         where j.id = any (array(
-               select b.id from pgq.jobs b
-                where b.id = any (v_ids)
-                order by b.priority, b.run_at, b.id
-                limit _claim_limited.batch))
+         where j.id = any (v_ids)
         returning j.id, j.job_name, j.queue, j.payload, j.attempt, j.max_retries,
                   j.lease_token, j.lease_expires_at, j.priority, j.run_at, j.created_at,
                   j.lease_duration
