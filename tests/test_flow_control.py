@@ -278,3 +278,21 @@ def test_removing_a_limit_lets_the_held_back_jobs_run(dsn: str, limit: str) -> N
         assert conn.execute("select id from pgq.claim('w', '{flow}', 4)").fetchall() == []
         configure(dsn, "flow", **{limit: 0})
         assert len(conn.execute("select id from pgq.claim('w', '{flow}', 4)").fetchall()) == 3
+
+
+@pytest.mark.parametrize(("limits", "locked"), [({}, False), ({"concurrency": 5}, True)])
+def test_only_a_limited_claim_locks_the_queue_row(dsn: str, limits: dict[str, object],
+                                                  locked: bool) -> None:
+    configure(dsn, "flow", **limits)
+    enqueue(dsn, "flow", 3)
+
+    with psycopg.connect(dsn) as claimer, psycopg.connect(dsn) as probe:
+        assert len(claimer.execute("select id from pgq.claim('w', '{flow}', 3)").fetchall()) == 3
+        try:
+            probe.execute("select 1 from pgq.queues where queue = 'flow' for update nowait")
+            probe_locked = False
+        except psycopg.errors.LockNotAvailable:
+            probe_locked = True
+        claimer.commit()
+
+    assert probe_locked is locked
