@@ -143,24 +143,20 @@ declare
     v_sources     integer := 0;
     v_rate_queues text[] := '{}';
 begin
-    perform
-       from pgq.queues q
-      where q.queue = any (_claim_limited.queues)
-        and not q.paused
-        and (q.concurrency > 0 or q.rate_limit > 0 or q.key_concurrency > 0)
-      order by q.queue
-        for no key update of q;
-    -- Read after the locks are held: a start time no earlier than any start that a
-    -- claim before this one logged.
     v_now := clock_timestamp();
-
+    -- Each limited queue's row is locked as the loop reaches it, in name order; what
+    -- the loop reads after the lock is what the claims before this one committed.
     for v_queue in
         select * from pgq.queues q
          where q.queue = any (_claim_limited.queues)
            and not q.paused
            and (q.concurrency > 0 or q.rate_limit > 0 or q.key_concurrency > 0)
          order by q.queue
+           for no key update of q
     loop
+        -- Read after the lock is held: later than any start that a claim before this
+        -- one logged for the queue. The last one read is the start time of this claim.
+        v_now := clock_timestamp();
         v_allowed := _claim_limited.batch;
         if v_queue.concurrency > 0 then
             select least(v_allowed, v_queue.concurrency - count(*)) into v_allowed
