@@ -1,7 +1,7 @@
 -- pgtap_tests/20_claim.sql: claim, and the failing of expired leases it does first.
 begin;
 \ir _fixtures.psql
-select plan(114);
+select plan(115);
 
 -- The result columns.
 select is((select array_agg(a.name order by a.ord)
@@ -368,6 +368,17 @@ select pgq.enqueue_many(array_fill('k'::text, array[6]), queues => array_fill(:'
 select is((select array_agg(j.concurrency_key order by c.id)
              from pgq.claim('w-keys2', array[:'q'], 10) c join pgq.jobs j on j.id = c.id),
     array['K', 'K', 'L'], 'key_concurrency and concurrency together: both limits hold');
+
+-- A key that fills up within a batch: its later jobs are passed over, page after page,
+-- until a job of another key is found.
+select pgq_test.fresh_queue('keys3') as q \gset
+select pgq.configure_queue(:'q', key_concurrency => 1);
+select pgq.enqueue_many(array_fill('k'::text, array[25]) || array['other'],
+                        queues => array_fill(:'q'::text, array[26]),
+                        concurrency_keys => array_fill('K'::text, array[25]) || array['L']) as ids \gset
+select is((select array_agg(j.concurrency_key order by c.id)
+             from pgq.claim('w-keys3', array[:'q'], 10) c join pgq.jobs j on j.id = c.id),
+    array['K', 'L'], 'jobs of a key filled in this batch do not hide a free key''s job pages later');
 
 -- Several queues in one claim: a limited queue at its limit does not hold back the others.
 select pgq_test.fresh_queue('lim') as q_lim \gset
