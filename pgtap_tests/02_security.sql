@@ -16,11 +16,11 @@ select p.oid, p.proname::text as name, p.oid::regprocedure::text as signature,
 -- The calls each role is meant to have; pgq_admin has every non-internal one.
 create temp table role_calls (role name, name text) on commit drop;
 insert into role_calls
-select 'pgq_producer', unnest(array['enqueue', 'enqueue_many'])
+select 'pgq_producer', unnest(array['enqueue', 'enqueue_many', 'job_status'])
 union all
 select 'pgq_worker', unnest(array['claim', 'release_lost_claims', 'heartbeat', 'heartbeat_many', 'complete',
                                   'complete_many', 'fail', 'once_begin', 'once_finish',
-                                  'once_abort']);
+                                  'once_abort', 'job_status', 'tick']);
 
 select cmp_ok((select count(*) from pgq_functions where not internal), '>=', 19::bigint,
     'the catalog scan sees the pgq functions (the scan itself works)');
@@ -113,7 +113,7 @@ select is_empty($$select r.role, f.signature
 select set_eq($$select name from pgq_functions
                  where has_function_privilege('pgq_producer', oid, 'execute')$$,
     $$select name from role_calls where role = 'pgq_producer'$$,
-    'pgq_producer can execute exactly enqueue and enqueue_many');
+    'pgq_producer can execute exactly enqueue, enqueue_many and job_status');
 select set_eq($$select name from pgq_functions
                  where has_function_privilege('pgq_worker', oid, 'execute')$$,
     $$select name from role_calls where role = 'pgq_worker'$$,

@@ -205,13 +205,14 @@ select results_eq(format($$select e.attempt, e.error ~ '^lease expired', e.worke
     'pgq.job_errors keeps the expired attempt with its error and worker');
 select row_eq(format('select j.state, j.lease_token from pgq.jobs j where j.id = %s', :healthy_id),
     row('running'::text, :'healthy_token'::uuid), 'a job whose lease has not expired keeps running');
-select throws_ok(format('select pgq.complete(%s, %L)', :crash_id, :'crash_token'), 'PQ101', null,
-    'the worker whose lease expired can no longer complete the job');
-select is((pgq_test.job(:crash_id)).state, 'available', 'the refused stale complete changed nothing');
 select pgq_test.make_due(:crash_id) as made_due \gset
 select row_eq(format($$select c.id, c.attempt, c.lease_token = %L from pgq.claim('w-next', array[%L]) c$$,
                      :'crash_token', :'q_crash'),
     row(:crash_id::bigint, 2, false), 'once due, the retry is claimed as attempt 2 with a new lease token');
+select throws_ok(format('select pgq.complete(%s, %L)', :crash_id, :'crash_token'), 'PQ101', null,
+    'once another attempt claimed the job, the worker whose lease expired can no longer complete it');
+select row_eq(format('select j.state, j.worker_id from pgq.jobs j where j.id = %s', :crash_id),
+    row('running'::text, 'w-next'::text), 'the refused stale complete changed nothing');
 
 -- At its last attempt, an expired lease dead-letters the job.
 select job_id as last_id from pgq_test.running_job('last-chance', 0) \gset

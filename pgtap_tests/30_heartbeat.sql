@@ -1,7 +1,7 @@
 -- pgtap_tests/30_heartbeat.sql: pgq.heartbeat and pgq.heartbeat_many.
 begin;
 \ir _fixtures.psql
-select plan(46);
+select plan(56);
 
 -- A queue whose lease is 2 minutes, so the job's own lease_duration is visible.
 select pgq_test.fresh_queue('hb') as q \gset
@@ -151,6 +151,50 @@ select results_eq(
     format('select j.lease_expires_at from pgq.jobs j where j.id in (%s, %s) order by j.id', :a_id, :b_id),
     array[now() + interval '3 minutes', now() + interval '3 minutes'],
     'refused heartbeat_many calls left every lease unchanged');
+
+-- Strict after expiry: a reaped lease is not revived either (its holder may only
+-- record the outcome, see 40_complete), and neither is it after another claim.
+select job_id as rp_id, lease_token as rp_token, queue as rp_queue from pgq_test.running_job('mail') \gset
+select pgq_test.backdate_lease(:rp_id);
+select count(*) as reaped from pgq.claim('pgtap-reaper', array[:'rp_queue']) \gset
+select pgq_test.state_digest() as before_rp \gset
+select throws_ok(format('select pgq.heartbeat(%s, %L)', :rp_id, :'rp_token'),
+    'PQ101', null, 'a heartbeat from the holder of a reaped lease is refused with lease_lost');
+select results_eq(
+    format('select h.outcome from pgq.heartbeat_many(array[%s]::bigint[], array[%L]::uuid[]) h',
+           :rp_id, :'rp_token'),
+    array['lease_lost'], 'heartbeat_many from the holder of a reaped lease answers lease_lost');
+select is(pgq_test.state_digest(), :'before_rp', 'the refused heartbeats did not revive the reaped lease');
+
+-- Cooperative cancellation: the cancelled job's heartbeat answers cancelled.
+select job_id as cx_id, lease_token as cx_token from pgq_test.running_job('mail') \gset
+select job_id as cy_id, lease_token as cy_token from pgq_test.running_job('mail') \gset
+select pgq.cancel(:cx_id) as cx_state \gset
+select pgq_test.job(:cx_id)::text as cx_row \gset
+select throws_ok(format('select pgq.heartbeat(%s, %L)', :cx_id, :'cx_token'),
+    'PQ103', format('job %s: cancelled while this lease held it', :cx_id),
+    'heartbeat of a job cancelled under this lease raises job_cancelled');
+select results_eq(
+    format('select h.job_id, h.outcome, h.lease_expires_at from pgq.heartbeat_many(%L::bigint[], %L::uuid[]) h',
+           array[:cy_id, :cx_id], array[:'cy_token', :'cx_token']::uuid[]),
+    format('values (%s::bigint, %L::text, %L::timestamptz), (%s, %L, null)',
+           :cy_id, 'extended', (pgq_test.job(:cy_id)).lease_expires_at, :cx_id, 'cancelled'),
+    'heartbeat_many answers cancelled for the cancelled job only');
+select is(pgq_test.job(:cx_id)::text, :'cx_row', 'the refused heartbeats left the cancelled job unchanged, without a lease');
+select throws_ok(format('select pgq.heartbeat(%s, %L)', :cx_id, gen_random_uuid()),
+    'PQ101', null, 'another token for the cancelled job is refused with lease_lost, not job_cancelled');
+select results_eq(
+    format('select h.outcome from pgq.heartbeat_many(array[%s]::bigint[], array[%L]::uuid[]) h',
+           :cx_id, gen_random_uuid()),
+    array['lease_lost'], 'heartbeat_many with another token for the cancelled job answers lease_lost');
+select job_id as cz_id, lease_token as cz_token, queue as cz_queue from pgq_test.running_job('mail') \gset
+select pgq.fail(:cz_id, :'cz_token', 'boom') as cz_state \gset
+select pgq.cancel(:cz_id) as cz_state2 \gset
+select throws_ok(format('select pgq.heartbeat(%s, %L)', :cz_id, :'cz_token'),
+    'PQ101', null, 'cancel of a job waiting for its retry does not answer its earlier attempt with job_cancelled');
+select pgq.retry(:cx_id);
+select throws_ok(format('select pgq.heartbeat(%s, %L)', :cx_id, :'cx_token'),
+    'PQ101', null, 'after the cancelled job was retried, its old token is refused with lease_lost');
 
 -- Privileges: workers and admins heartbeat, producers may not.
 select job_id as p_id, lease_token as p_token from pgq_test.running_job('mail') \gset

@@ -1,7 +1,7 @@
 -- pgtap_tests/50_fail.sql: pgq._backoff and pgq.fail.
 begin;
 \ir _fixtures.psql
-select plan(71);
+select plan(80);
 
 -- _backoff: for attempt n the delay lies in [d/2, d], d = min(max, base * 2^(n-1)).
 -- 200 samples per attempt: every one within the bounds, and spread over them.
@@ -172,19 +172,59 @@ select row_eq(format('select j.state, j.lease_token, j.last_error, j.attempt fro
 select is_empty(format('select from pgq.attempt_errors e where e.job_id = %s', :r_id),
     'the refused fails logged no error');
 
+-- Late: the lease expired and no claim reaped the job yet: failed as if in time.
 select pgq_test.backdate_lease(:r_id);
-select throws_ok(format('select pgq.fail(%s, %L, %L)', :r_id, :'r_token', 'too late'),
-    'PQ101', null, 'an expired lease is refused with lease_lost even with the right token');
-select row_eq(format('select j.state, j.lease_token, j.last_error from pgq.jobs j where j.id = %s', :r_id),
-    row('running'::text, :'r_token'::uuid, null::text),
-    'the refused fail left the expired job as it was (claim will fail the attempt)');
-select is_empty(format('select from pgq.attempt_errors e where e.job_id = %s', :r_id),
-    'the refused fail of an expired lease logged no error');
+select is(pgq.fail(:r_id, :'r_token', 'too late'), 'available',
+    'fail from the holder of an expired lease is accepted while the job is unclaimed');
+select row_eq(format('select j.state, j.lease_token, j.last_error, j.attempt from pgq.jobs j where j.id = %s', :r_id),
+    row('available'::text, :'r_token'::uuid, 'too late'::text, 1),
+    'the late fail scheduled the retry with its error, as if in time');
+select results_eq(format('select e.attempt, e.error from pgq.attempt_errors e where e.job_id = %s', :r_id),
+    $$values (1, 'too late'::text)$$, 'the late fail logged its attempt once');
+
+-- Late after claim reaped the lease, while nobody claimed since: the attempt was
+-- counted then; the handler's error is kept beside the "lease expired" row.
+select job_id as rp_id, lease_token as rp_token, queue as rp_queue from pgq_test.running_job('mail') \gset
+select pgq_test.backdate_lease(:rp_id);
+select count(*) as reaped from pgq.claim('pgtap-reaper', array[:'rp_queue']) \gset
+select (pgq_test.job(:rp_id)).run_at as rp_run_at \gset
+select is(pgq.fail(:rp_id, :'rp_token', 'handler error'), 'available',
+    'fail from the reaped holder is accepted while no attempt claimed the job since');
+select row_eq(format('select j.state, j.attempt, j.run_at, j.last_error, j.lease_token, j.lapsed_lease_token from pgq.jobs j where j.id = %s', :rp_id),
+    row('available'::text, 1, :'rp_run_at'::timestamptz, 'handler error'::text, :'rp_token'::uuid, null::uuid),
+    'the late fail kept the reaped job''s state, attempt and retry time, with the handler''s error as last_error');
+select results_eq(format('select e.attempt, e.error ~ ''^lease expired'' from pgq.attempt_errors e where e.job_id = %s order by e.id', :rp_id),
+    $$values (1, true), (1, false)$$,
+    'the attempt keeps its "lease expired" row and gets the handler''s error as a second row');
+select pgq_test.state_digest() as before_rp \gset
+select is(pgq.fail(:rp_id, :'rp_token', 'handler error'), 'available',
+    'a resend of the late fail answers the state again');
+select is(pgq_test.state_digest(), :'before_rp', 'the resent late fail changed nothing');
+
+select job_id as rn_id, lease_token as rn_token, queue as rn_queue from pgq_test.running_job('mail') \gset
+select pgq_test.backdate_lease(:rn_id);
+select count(*) as reaped from pgq.claim('pgtap-reaper', array[:'rn_queue']) \gset
+select is(pgq.fail(:rn_id, :'rn_token', 'permanent', false), 'dead',
+    'a late fail with retry => false dead-letters the reaped job');
+select row_eq(format('select j.state, j.finished_at, j.last_error from pgq.jobs j where j.id = %s', :rn_id),
+    row('dead'::text, now(), 'permanent'::text), 'the reaped job is dead with the handler''s error');
+
+select job_id as rc_id, lease_token as rc_token, queue as rc_queue from pgq_test.running_job('mail') \gset
+select pgq_test.backdate_lease(:rc_id);
+select count(*) as reaped from pgq.claim('pgtap-reaper', array[:'rc_queue']) \gset
+select pgq_test.make_due(:rc_id);
+select count(*) as reclaimed from pgq.claim('pgtap-other', array[:'rc_queue']) \gset
+select pgq_test.state_digest() as before_rc \gset
+select throws_ok(format('select pgq.fail(%s, %L, %L)', :rc_id, :'rc_token', 'x'),
+    'PQ101', format('job %s: lease lost: attempt 2 holds it now (worker pgtap-other)', :rc_id),
+    'fail from the reaped holder is refused once another attempt claimed the job');
+select is(pgq_test.state_digest(), :'before_rc', 'the refused late fail changed nothing');
 
 select job_id as c_id, lease_token as c_token from pgq_test.running_job('mail') \gset
 select pgq.cancel(:c_id) as c_state \gset
 select throws_ok(format('select pgq.fail(%s, %L, %L)', :c_id, :'c_token', 'x'),
-    'PQ101', null, 'fail of a cancelled job is refused with lease_lost');
+    'PQ101', format('job %s: lease lost: the job is cancelled', :c_id),
+    'fail of a cancelled job is refused with lease_lost, saying it is cancelled');
 select row_eq(format('select j.state, j.last_error from pgq.jobs j where j.id = %s', :c_id),
     row('cancelled'::text, null::text), 'the refused fail left the job cancelled');
 

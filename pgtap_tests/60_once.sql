@@ -2,7 +2,7 @@
 -- once_resolve.
 begin;
 \ir _fixtures.psql
-select plan(76);
+select plan(92);
 
 -- once_begin -> run, once_finish stores the result, once_begin -> done.
 select pgq_test.fresh_queue('once') as q \gset
@@ -204,6 +204,69 @@ select row_eq(format('select m.status, m.lease_token from pgq.once_markers m whe
     'the refused once_resolve left the begun marker');
 select is((select m.status from pgq.once_markers m where m.job_id = :job_id and m.effect_key = 'charge-card'),
     'done', 'the refused once_resolve left the done marker');
+
+-- Request ids settle a lost answer: a resend of the same once_begin (its answer
+-- lost with the connection) gets run again; a new request does not.
+select job_id as q_id, lease_token as q_token, queue as q_queue from pgq_test.running_job('charge') \gset
+select gen_random_uuid() as req1, gen_random_uuid() as req2 \gset
+select results_eq(format('select b.status, b.result from pgq.once_begin(%s, %L, %L, %L) b',
+                         :q_id, :'q_token', 'charge-card', :'req1'),
+    $$values ('run'::text, null::jsonb)$$, 'once_begin with a request id answers run');
+select is((select m.request_id from pgq.once_markers m where m.job_id = :q_id and m.effect_key = 'charge-card'),
+    :'req1'::uuid, 'the marker keeps the request that recorded it');
+select pgq_test.state_digest() as before_resend \gset
+select results_eq(format('select b.status, b.result from pgq.once_begin(%s, %L, %L, %L) b',
+                         :q_id, :'q_token', 'charge-card', :'req1'),
+    $$values ('run'::text, null::jsonb)$$,
+    'a resend of the same request (same lease, same request id) answers run again');
+select is(pgq_test.state_digest(), :'before_resend', 'the resend changed nothing');
+select results_eq(format('select b.status, b.result from pgq.once_begin(%s, %L, %L, %L) b',
+                         :q_id, :'q_token', 'charge-card', :'req2'),
+    $$values ('unknown'::text, null::jsonb)$$,
+    'a new request of the same key within the attempt is not run: unknown');
+select results_eq(format('select b.status, b.result from pgq.once_begin(%s, %L, %L) b',
+                         :q_id, :'q_token', 'charge-card'),
+    $$values ('unknown'::text, null::jsonb)$$,
+    'a request without an id for a begun marker is not run: unknown');
+select is(pgq_test.state_digest(), :'before_resend', 'the refused requests changed nothing');
+select lives_ok(format('select pgq.once_finish(%s, %L, %L, %L)', :q_id, :'q_token', 'charge-card', '{"charge": "ch_9"}'),
+    'once_finish of the requested marker is accepted');
+select results_eq(format('select b.status, b.result from pgq.once_begin(%s, %L, %L, %L) b',
+                         :q_id, :'q_token', 'charge-card', :'req1'),
+    $$values ('done'::text, '{"charge": "ch_9"}'::jsonb)$$,
+    'after once_finish even a resend of the first request answers done with the stored result');
+select results_eq(format('select b.status, b.result from pgq.once_begin(%s, %L, %L, %L) b',
+                         :q_id, :'q_token', 'charge-card', :'req2'),
+    $$values ('done'::text, '{"charge": "ch_9"}'::jsonb)$$,
+    'a new request after once_finish answers done with the stored result');
+
+-- An earlier attempt's unfinished marker stays unknown, even to its own request id.
+select b.status as q2_status from pgq.once_begin(:q_id, :'q_token', 'refund', :'req1') b \gset
+select pgq.fail(:q_id, :'q_token', 'crashed while refunding') as q_failed \gset
+select pgq_test.make_due(:q_id);
+select c.lease_token as q_token2 from pgq.claim('pgtap-worker-2', array[:'q_queue']) c \gset
+select results_eq(format('select b.status, b.result from pgq.once_begin(%s, %L, %L, %L) b',
+                         :q_id, :'q_token2', 'refund', :'req1'),
+    $$values ('unknown'::text, null::jsonb)$$,
+    'an earlier attempt''s unfinished marker is unknown to the next attempt, whatever its request id');
+select results_eq(format('select b.status, b.result from pgq.once_begin(%s, %L, %L, %L) b',
+                         :q_id, :'q_token2', 'refund', gen_random_uuid()),
+    $$values ('unknown'::text, null::jsonb)$$,
+    'an earlier attempt''s unfinished marker is unknown to a fresh request');
+select row_eq(format('select m.status, m.lease_token, m.request_id from pgq.once_markers m where m.job_id = %s and m.effect_key = %L',
+                     :q_id, 'refund'),
+    row('started'::text, :'q_token'::uuid, :'req1'::uuid), 'the unknown marker is left as its attempt began it');
+select throws_ok(format('select * from pgq.once_begin(%s, %L, %L, %L)', :q_id, :'q_token', 'refund', :'req1'),
+    'PQ101', null, 'the earlier attempt''s resend is refused with lease_lost');
+
+-- After a cancel, no effect may start.
+select job_id as k_id, lease_token as k_token from pgq_test.running_job('charge') \gset
+select pgq.cancel(:k_id) as k_state \gset
+select throws_ok(format('select * from pgq.once_begin(%s, %L, %L, %L)', :k_id, :'k_token', 'charge-card', gen_random_uuid()),
+    'PQ101', format('job %s: lease lost: the job is cancelled', :k_id),
+    'once_begin of a cancelled job is refused with lease_lost, saying it is cancelled');
+select is_empty(format('select from pgq.once_markers m where m.job_id = %s', :k_id),
+    'the refused once_begin recorded no marker');
 
 -- Privileges: workers and admins use markers; only admins resolve them.
 select job_id as p_id, lease_token as p_token from pgq_test.running_job('charge') \gset

@@ -1,7 +1,8 @@
--- pgtap_tests/70_operator.sql: pgq.cancel, pgq.retry, pgq.retry_dead, pgq.prune.
+-- pgtap_tests/70_operator.sql: pgq.cancel, pgq.job_status, pgq.retry, pgq.retry_dead,
+-- pgq.prune.
 begin;
 \ir _fixtures.psql
-select plan(71);
+select plan(84);
 
 -- cancel an available job: it is finished and no longer claimable.
 select pgq_test.fresh_queue('cancel') as q \gset
@@ -14,20 +15,61 @@ select row_eq(format('select j.state, j.finished_at, j.lease_token, j.lease_expi
 select is_empty(format('select from pgq.claim(%L, array[%L])', 'pgtap-worker', :'q'),
     'a cancelled job is not claimed');
 
--- cancel a running job: its worker loses the lease.
+-- cancel a running job: its worker loses the lease (cooperative cancellation: the
+-- job keeps the token, without expiry, so that its heartbeat can say cancelled).
 select job_id as run_id, lease_token as run_token from pgq_test.running_job('mail') \gset
 select is(pgq.cancel(:run_id), 'cancelled', 'cancel of a running job returns cancelled');
 select row_eq(format('select j.state, j.finished_at, j.lease_token, j.lease_expires_at from pgq.jobs j where j.id = %s',
                      :run_id),
-    row('cancelled'::text, now(), null::uuid, null::timestamptz),
-    'the cancelled running job is finished and its lease revoked');
+    row('cancelled'::text, now(), :'run_token'::uuid, null::timestamptz),
+    'the cancelled running job is finished and its lease revoked (the token stays, without expiry)');
 select throws_ok(format('select pgq.complete(%s, %L)', :run_id, :'run_token'),
     'PQ101', null, 'the worker of a cancelled job can no longer complete it');
 select throws_ok(format('select pgq.heartbeat(%s, %L)', :run_id, :'run_token'),
-    'PQ101', null, 'the worker of a cancelled job can no longer heartbeat it');
+    'PQ103', null, 'the worker of a cancelled job can no longer heartbeat it: job_cancelled');
 select throws_ok(format('select pgq.fail(%s, %L, %L)', :run_id, :'run_token', 'x'),
     'PQ101', null, 'the worker of a cancelled job can no longer fail it');
 select is((pgq_test.job(:run_id)).state, 'cancelled', 'the job stays cancelled');
+
+select ok((pgq_test.job(:avail_id)).lease_token is null,
+    'a job cancelled while available keeps no token (no attempt held it)');
+
+-- job_status: one row (state, attempt, result, last_error, finished_at) per job.
+select pgq_test.fresh_queue('status') as sq \gset
+select pgq.enqueue('mail', '{}', :'sq') as st_avail \gset
+select row_eq(format('select s.state, s.attempt, s.result, s.last_error, s.finished_at from pgq.job_status(%s) s', :st_avail),
+    row('available'::text, 0, null::jsonb, null::text, null::timestamptz),
+    'job_status of a new job: available, attempt 0');
+select job_id as st_ok, lease_token as st_ok_token from pgq_test.running_job('mail') \gset
+select row_eq(format('select s.state, s.attempt, s.result from pgq.job_status(%s) s', :st_ok),
+    row('running'::text, 1, null::jsonb), 'job_status of a running job: running, attempt 1');
+select pgq.complete(:st_ok, :'st_ok_token', '{"n": 1}') as st_ok_outcome \gset
+select row_eq(format('select s.state, s.attempt, s.result, s.last_error, s.finished_at from pgq.job_status(%s) s', :st_ok),
+    row('succeeded'::text, 1, '{"n": 1}'::jsonb, null::text, now()),
+    'job_status of a succeeded job has its result and finished_at');
+select job_id as st_dead, lease_token as st_dead_token from pgq_test.running_job('mail', 0) \gset
+select pgq.fail(:st_dead, :'st_dead_token', 'card declined') as st_dead_state \gset
+select row_eq(format('select s.state, s.attempt, s.result, s.last_error, s.finished_at from pgq.job_status(%s) s', :st_dead),
+    row('dead'::text, 1, null::jsonb, 'card declined'::text, now()),
+    'job_status of a dead job has its last error');
+select row_eq(format('select s.state, s.finished_at from pgq.job_status(%s) s', :run_id),
+    row('cancelled'::text, now()), 'job_status of a cancelled job says cancelled');
+select throws_ok('select * from pgq.job_status(-1)', 'PQ201', 'job -1 not found',
+    'job_status of an unknown id is refused with job_not_found');
+select throws_ok('select * from pgq.job_status(null)', 'PQ201', 'job NULL not found',
+    'job_status of a NULL id is refused with job_not_found');
+set local role pgq_producer;
+select row_eq(format('select s.state from pgq.job_status(%s) s', :st_ok), row('succeeded'::text),
+    'pgq_producer may call job_status');
+reset role;
+set local role pgq_worker;
+select row_eq(format('select s.state from pgq.job_status(%s) s', :st_ok), row('succeeded'::text),
+    'pgq_worker may call job_status');
+reset role;
+set local role pgq_admin;
+select row_eq(format('select s.state from pgq.job_status(%s) s', :st_ok), row('succeeded'::text),
+    'pgq_admin may call job_status');
+reset role;
 
 -- cancel refuses finished jobs and unknown ids.
 select job_id as done_id, lease_token as done_token from pgq_test.running_job('mail') \gset
@@ -214,6 +256,17 @@ select lives_ok('select pgq.prune(interval ''1 day'')', 'pgq_admin may call prun
 reset role;
 select row_eq(format('select j.state, j.finished_at from pgq.jobs j where j.id = %s', :op_id),
     row('available'::text, null::timestamptz), 'the admin''s cancel and retry took effect');
+
+-- retry clears what the last run left: its result, and a reaped holder's token.
+select job_id as rz_id, lease_token as rz_token, queue as rz_queue from pgq_test.running_job('mail', 0) \gset
+select pgq_test.backdate_lease(:rz_id);
+select count(*) as reaped from pgq.claim('pgtap-reaper', array[:'rz_queue']) \gset
+select is((pgq_test.job(:rz_id)).lapsed_lease_token, :'rz_token'::uuid,
+    'the reaped job keeps its holder''s token as lapsed');
+select pgq.retry(:rz_id);
+select row_eq(format('select j.state, j.lease_token, j.lapsed_lease_token, j.result from pgq.jobs j where j.id = %s', :rz_id),
+    row('available'::text, null::uuid, null::uuid, null::jsonb),
+    'retry leaves no token of an earlier attempt');
 
 select * from finish();
 rollback;

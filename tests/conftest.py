@@ -1,4 +1,8 @@
-"""Fixtures: one server per session, one template built by ``migrate``, a clone per test.
+"""Fixtures: the pgqueue pytest plugin (``pgqueue_py.testing.plugin``), as these tests name it.
+
+The plugin comes with the installed package (entry point ``pytest11``). It finds one server
+per session, builds one template with ``migrate`` and clones it for each test; here the
+template also gets pgTAP, which the pgTAP suite runs on.
 
 - ``pg_server`` (session): the :class:`PgServer` in use (where it came from, admin DSN).
 - ``server_dsn`` (session): the admin DSN, for tests that create roles or databases.
@@ -11,64 +15,50 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
-from pgqueue_py.testing import (
-    NoTestServer,
-    PgServer,
-    PgTapMissing,
-    build_template,
-    cloned_database,
-    drop_database,
-    empty_database,
-    find_server,
-)
-from pgqueue_py.testing.throwaway import ThrowawayPostgres, ThrowawayPostgresError
+from pgqueue_py.testing import PgServer, empty_database
+from pgqueue_py.testing.throwaway import ThrowawayPostgres
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    try:
-        with find_server() as server:
-            yield server
-    except (NoTestServer, ThrowawayPostgresError) as exc:
-        pytest.exit(f"pgqueue tests cannot run: {exc}", returncode=3)
+def pgqueue_template_extensions() -> Sequence[str]:
+    return ("pgtap",)
 
 
 @pytest.fixture(scope="session")
-def server_dsn(pg_server: PgServer) -> str:
-    return pg_server.dsn
+def pg_server(pgqueue_server: PgServer) -> PgServer:
+    return pgqueue_server
 
 
 @pytest.fixture(scope="session")
-def template_db(pg_server: PgServer) -> Iterator[str]:
-    try:
-        name = build_template(pg_server)
-    except PgTapMissing as exc:
-        pytest.exit(f"pgqueue tests cannot run: {exc}", returncode=3)
-    yield name
-    drop_database(pg_server.dsn, name)
+def server_dsn(pgqueue_server: PgServer) -> str:
+    return pgqueue_server.dsn
+
+
+@pytest.fixture(scope="session")
+def template_db(pgqueue_template: str) -> str:
+    return pgqueue_template
 
 
 @pytest.fixture
-def dsn(pg_server: PgServer, template_db: str) -> Iterator[str]:
-    with cloned_database(pg_server, template_db) as clone_dsn:
-        yield clone_dsn
+def dsn(pgqueue_dsn: str) -> str:
+    return pgqueue_dsn
 
 
 @pytest.fixture
-def empty_dsn(pg_server: PgServer) -> Iterator[str]:
-    with empty_database(pg_server) as db_dsn:
+def empty_dsn(pgqueue_server: PgServer) -> Iterator[str]:
+    with empty_database(pgqueue_server) as db_dsn:
         yield db_dsn
 
 
 @pytest.fixture
-def throwaway_pg(pg_server: PgServer) -> Iterator[ThrowawayPostgres]:
-    pg = pg_server.throwaway
+def throwaway_pg(pgqueue_server: PgServer) -> Iterator[ThrowawayPostgres]:
+    pg = pgqueue_server.throwaway
     if pg is None:
-        pytest.skip(f"the test server comes from {pg_server.source}; only a local "
+        pytest.skip(f"the test server comes from {pgqueue_server.source}; only a local "
                     "throwaway cluster may be stopped and restarted by tests")  # fmt: skip
     yield pg
     # A test that stopped the server and failed before starting it again must not take

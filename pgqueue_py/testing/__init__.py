@@ -1,11 +1,15 @@
-"""Throwaway PostgreSQL servers and migrated databases, for pgqueue's tests and yours."""
+"""Throwaway PostgreSQL servers and migrated databases, for pgqueue's tests and yours.
+
+The machinery here imports no pytest; ``pgqueue_py.testing.plugin`` is the pytest plugin
+(registered by the ``pytest11`` entry point ``pgqueue``) that turns it into fixtures.
+"""
 
 from __future__ import annotations
 
 from pgqueue_py.testing.databases import (
+    ExtensionMissing,
     NoTestServer,
     PgServer,
-    PgTapMissing,
     build_template,
     cloned_database,
     create_database,
@@ -16,11 +20,13 @@ from pgqueue_py.testing.databases import (
     libpq_env,
     unique_name,
 )
+from pgqueue_py.testing.throwaway import ThrowawayPostgres
 
 __all__ = [
+    "ExtensionMissing",
     "NoTestServer",
     "PgServer",
-    "PgTapMissing",
+    "ThrowawayPostgres",
     "build_template",
     "cloned_database",
     "create_database",

@@ -9,7 +9,8 @@ The server, in order (the project's contract, DESIGN.md "Tests"):
 4. else :class:`NoTestServer`, whose message says what to install.
 
 Each test then gets a clone of a template database built once by ``migrate``, the same
-path users take. Nothing here imports pytest; ``tests/conftest.py`` wraps it in fixtures.
+path users take. Nothing here imports pytest; the pytest plugin
+(``pgqueue_py.testing.plugin``) wraps it in fixtures, for pgqueue's own tests and yours.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
@@ -45,8 +46,8 @@ class NoTestServer(RuntimeError):
     """No PostgreSQL server could be found or started for the tests."""
 
 
-class PgTapMissing(RuntimeError):
-    """The pgTAP extension is not installed on the test server."""
+class ExtensionMissing(RuntimeError):
+    """An extension the template needs is not available on the test server."""
 
 
 @dataclass(frozen=True)
@@ -65,22 +66,33 @@ class PgServer:
 
 
 @contextlib.contextmanager
-def find_server() -> Iterator[PgServer]:
-    """Find or start the tests' server, by the order in the module docstring."""
+def find_server(*, pgtap: bool = False) -> Iterator[PgServer]:
+    """Find or start the tests' server, by the order in the module docstring.
+
+    ``pgtap``: a container gets the pgTAP package installed (a local cluster has what the
+    machine has; a ``PGQ_TEST_DSN`` server what its owner installed).
+    """
     if dsn := os.environ.get(DSN_ENV):
+        try:
+            psycopg.connect(dsn, connect_timeout=10).close()
+        except psycopg.Error as exc:
+            raise NoTestServer(
+                f"{DSN_ENV} is set, but its server cannot be reached: {exc}"
+            ) from exc
         yield PgServer(dsn=dsn, source="PGQ_TEST_DSN", throwaway=None)
         return
     with ExitStack() as stack:
-        server = _container_server(stack) if _docker_usable() else None
+        server = _container_server(stack, pgtap=pgtap) if _docker_usable() else None
         if server is None:
             try:
                 pg = stack.enter_context(ThrowawayPostgres())
             except PostgresBinariesNotFound as exc:
+                packages = "postgresql postgresql-NN-pgtap pgtap" if pgtap else "postgresql"
                 raise NoTestServer(
                     f"no PostgreSQL for the tests: {exc}. Either set {DSN_ENV} to a server "
-                    "where the tests may create databases, start a Docker engine, or "
-                    "install the PostgreSQL server and pgTAP (Debian/Ubuntu: apt-get "
-                    "install postgresql postgresql-NN-pgtap pgtap)"
+                    "where the tests may create databases, start a Docker engine (with "
+                    "testcontainers[postgres] installed), or install the PostgreSQL server "
+                    f"(Debian/Ubuntu: apt-get install {packages})"
                 ) from exc
             server = PgServer(dsn=pg.dsn, source="throwaway", throwaway=pg)
         yield server
@@ -104,8 +116,8 @@ def _docker_usable() -> bool:
     return probe.returncode == 0
 
 
-def _container_server(stack: ExitStack) -> PgServer | None:
-    """Start a PostgreSQL container with pgTAP; None (and a note) if that fails."""
+def _container_server(stack: ExitStack, *, pgtap: bool) -> PgServer | None:
+    """Start a PostgreSQL container (with pgTAP if asked); None (and a note) if that fails."""
     try:
         from testcontainers.community.postgres import PostgresContainer
     except ImportError:  # older testcontainers releases
@@ -115,13 +127,14 @@ def _container_server(stack: ExitStack) -> PgServer | None:
     try:
         container = PostgresContainer(image, driver=None).with_command(_CONTAINER_COMMAND)
         attempt.enter_context(container)
-        # The official images carry PostgreSQL's apt repository, where pgTAP lives.
-        result = container.exec(
-            ["sh", "-c", "apt-get update -qq && apt-get install -y -qq "
-             "postgresql-$PG_MAJOR-pgtap >/dev/null"]
-        )  # fmt: skip
-        if result.exit_code != 0:
-            raise RuntimeError(f"installing pgTAP in {image} failed: {result.output!r}")
+        if pgtap:
+            # The official images carry PostgreSQL's apt repository, where pgTAP lives.
+            result = container.exec(
+                ["sh", "-c", "apt-get update -qq && apt-get install -y -qq "
+                 "postgresql-$PG_MAJOR-pgtap >/dev/null"]
+            )  # fmt: skip
+            if result.exit_code != 0:
+                raise RuntimeError(f"installing pgTAP in {image} failed: {result.output!r}")
         url: str = container.get_connection_url(driver=None)
     except Exception as exc:  # any Docker trouble: fall back to local binaries
         attempt.close()
@@ -156,25 +169,47 @@ def drop_database(server_dsn: str, name: str) -> None:
         )
 
 
-def build_template(server: PgServer) -> str:
-    """Create a database, migrate it the way users do, add pgTAP; return its name.
+def build_template(
+    server: PgServer,
+    *,
+    extensions: Sequence[str] = (),
+    setup: Callable[[str], None] | None = None,
+) -> str:
+    """Create a database, migrate it the way users do, and return its name.
 
-    Raises PgTapMissing, naming the package to install, when the server lacks pgTAP.
+    Then ``create extension`` for each of ``extensions`` (ExtensionMissing, naming what to
+    install, when the server lacks one), then ``setup(dsn)`` for whatever else every test
+    should find (an application's own tables). ``setup`` must close its connections: a
+    template with a session still connected cannot be copied.
     """
     name = unique_name("pgq_template")
     create_database(server.dsn, name)
     try:
         migrate(server.dsn_for(name))
         with psycopg.connect(server.dsn_for(name), autocommit=True) as conn:
-            try:
-                conn.execute("create extension if not exists pgtap")
-            # No pgtap.control: 0A000 (feature_not_supported), 58P01 on older servers.
-            except (psycopg.errors.UndefinedFile, psycopg.errors.FeatureNotSupported) as exc:
-                raise PgTapMissing(pgtap_install_hint(conn.info.server_version)) from exc
+            for extension in extensions:
+                _create_extension(conn, extension)
+        if setup is not None:
+            setup(server.dsn_for(name))
     except BaseException:
         drop_database(server.dsn, name)
         raise
     return name
+
+
+def _create_extension(conn: psycopg.Connection[Any], extension: str) -> None:
+    try:
+        conn.execute(sql.SQL("create extension if not exists {}").format(sql.Identifier(extension)))
+    # No control file: 0A000 (feature_not_supported), 58P01 on older servers.
+    except (psycopg.errors.UndefinedFile, psycopg.errors.FeatureNotSupported) as exc:
+        if extension == "pgtap":
+            raise ExtensionMissing(pgtap_install_hint(conn.info.server_version)) from exc
+        major = conn.info.server_version // 10000
+        raise ExtensionMissing(
+            f"the extension {extension!r} is not available on the test server (PostgreSQL "
+            f"{major}); install the package that provides it or point {DSN_ENV} at a "
+            "server that has it"
+        ) from exc
 
 
 def pgtap_install_hint(server_version: int) -> str:
@@ -182,7 +217,7 @@ def pgtap_install_hint(server_version: int) -> str:
     return (
         f"the pgTAP extension is not installed on the test server (PostgreSQL {major}); "
         f"install it (Debian/Ubuntu: apt-get install postgresql-{major}-pgtap pgtap) "
-        "or point PGQ_TEST_DSN at a server that has it"
+        f"or point {DSN_ENV} at a server that has it"
     )
 
 

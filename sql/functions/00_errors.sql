@@ -9,6 +9,8 @@ select v.sqlstate, v.name, v.meaning
      'The job is not running under this lease token: the lease expired, the job was cancelled, or another worker holds it. Stop working on the job; nothing was changed.'),
     ('PQ102', 'marker_not_begun',
      'once_finish or once_abort named a run-once marker that this lease did not begin.'),
+    ('PQ103', 'job_cancelled',
+     'heartbeat of a job that was cancelled while this lease held it: the lease is gone. Stop working on the job (a kind of lease_lost); nothing was changed.'),
     ('PQ201', 'job_not_found',
      'No job has this id (it may have been pruned).'),
     ('PQ202', 'job_state_conflict',
@@ -16,7 +18,9 @@ select v.sqlstate, v.name, v.meaning
     ('PQ203', 'queue_not_found',
      'The queue was never configured nor used.'),
     ('PQ204', 'marker_not_found',
-     'No run-once marker has this job id and effect key, or it is not in a state the operation applies to.')
+     'No run-once marker has this job id and effect key, or it is not in a state the operation applies to.'),
+    ('PQ210', 'schedule_not_found',
+     'No schedule has this name (see pgq.schedules).')
   ) as v(sqlstate, name, meaning);
 comment on view pgq.error_codes is
     'The SQLSTATE codes pgq raises, with their names and meanings.';

@@ -5,38 +5,53 @@
 -- silently repeated.
 
 -- Ask whether to run a side effect. Returns one row (status, result):
---   run     - no earlier attempt began it; the marker is now recorded, run it;
+--   run     - no attempt began it: the marker is now recorded, run it; or this is a
+--             resend of the very request that recorded it (same lease token, same
+--             request_id), whose answer was lost with the connection: run it;
 --   done    - it ran; result is what once_finish stored;
---   unknown - an earlier attempt (or this one) began it and never finished it.
--- Fenced by the lease token: a worker that lost its lease may not start effects.
-create or replace function pgq.once_begin(job_id bigint, lease_token uuid, effect_key text)
+--   unknown - it was begun and never finished, by an earlier attempt, or by this
+--             attempt under another request (an earlier run_once of the same key,
+--             whose effect may be under way or may have happened): not run again.
+-- A client sends a fresh request_id per run_once and the same one when it resends
+-- after a lost connection; without one (NULL) every call is a new request.
+-- Fenced strictly by the lease token: a worker whose lease expired, or whose job
+-- was cancelled, may not start effects (PQ101).
+create or replace function pgq.once_begin(job_id bigint, lease_token uuid, effect_key text,
+                                          request_id uuid default null)
 returns table (status text, result jsonb)
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_attempt integer;
+    v_marker  pgq.once_markers;
 begin
     if once_begin.effect_key is null or length(once_begin.effect_key) not between 1 and 200 then
         raise exception using errcode = 'PQ001',
             message = 'invalid effect_key: must be 1 to 200 characters';
     end if;
     v_attempt := pgq._require_lease(once_begin.job_id, once_begin.lease_token);
-    insert into pgq.once_markers as m (job_id, effect_key, lease_token, attempt)
-    values (once_begin.job_id, once_begin.effect_key, once_begin.lease_token, v_attempt)
+    insert into pgq.once_markers as m (job_id, effect_key, lease_token, attempt, request_id)
+    values (once_begin.job_id, once_begin.effect_key, once_begin.lease_token, v_attempt,
+            once_begin.request_id)
     on conflict on constraint once_markers_pkey do nothing;
     if found then
         return query select 'run'::text, null::jsonb;
         return;
     end if;
-    return query
-    select case m.status when 'done' then 'done' else 'unknown' end, m.result
+    select * into v_marker
       from pgq.once_markers m
      where m.job_id = once_begin.job_id
        and m.effect_key = once_begin.effect_key;
+    return query
+    select case when v_marker.status = 'done' then 'done'
+                when v_marker.lease_token = once_begin.lease_token
+                     and v_marker.request_id = once_begin.request_id then 'run'
+                else 'unknown' end,
+           case when v_marker.status = 'done' then v_marker.result end;
 end;
 $$;
-comment on function pgq.once_begin(bigint, uuid, text) is
-    'Begin a run-once effect: run, done (with stored result) or unknown. PQ101 when the lease is stale.';
+comment on function pgq.once_begin(bigint, uuid, text, uuid) is
+    'Begin a run-once effect: run (also to a resend of the same request), done (with stored result) or unknown. PQ101 when the lease is stale.';
 
 -- Record that an effect begun by this lease ran, with its result. Accepted from
 -- the attempt that began the marker even if it has since lost its lease: the

@@ -1,7 +1,13 @@
--- Operator calls: cancel, retry from the dead letter, prune finished jobs.
+-- Operator calls: cancel, retry from the dead letter, prune finished jobs; and
+-- job_status, with which producers follow the jobs they added.
 
--- Cancel an available or running job. A running job's worker loses its lease:
--- its later calls for the job are refused. Returns the new state, cancelled.
+-- Cancel an available or running job. Cooperative for a running one: its worker
+-- loses the lease, and the job keeps that lease's token (with no expiry) so that
+-- the worker's next heartbeat answers cancelled (heartbeat_many) or PQ103
+-- (heartbeat) and it stops the handler; its complete, fail and once_begin are
+-- refused with PQ101, saying the job is cancelled (once_finish of an effect it
+-- began is still recorded: the effect did run). Announced on channel
+-- pgq_finished. Returns the new state, cancelled.
 create or replace function pgq.cancel(job_id bigint)
 returns text
 language plpgsql security definer set search_path = pg_catalog, pg_temp
@@ -10,13 +16,39 @@ begin
     perform pgq._lock_job(cancel.job_id, array['available', 'running'], 'cancelled');
     update pgq.jobs as j
        set state = 'cancelled', finished_at = now(),
-           lease_token = null, lease_expires_at = null
+           lease_token = case when j.state = 'running' then j.lease_token end,
+           lapsed_lease_token = null, lease_expires_at = null
      where j.id = cancel.job_id;
+    perform pgq._notify_finished(array[cancel.job_id]);
     return 'cancelled';
 end;
 $$;
 comment on function pgq.cancel(bigint) is
-    'Cancel an available or running job; PQ201 unknown job, PQ202 finished job.';
+    'Cancel an available or running job (its worker''s next heartbeat answers cancelled); PQ201 unknown job, PQ202 finished job.';
+
+-- A job's state for the producer that added it: one row (state, attempt, result,
+-- last_error, finished_at). result is what complete stored (succeeded jobs);
+-- last_error the latest attempt's error. PQ201 when no job has this id (never
+-- added, or pruned).
+create or replace function pgq.job_status(job_id bigint)
+returns table (state text, attempt integer, result jsonb, last_error text,
+               finished_at timestamptz)
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp
+as $$
+begin
+    return query
+    select j.state, j.attempt, j.result, j.last_error, j.finished_at
+      from pgq.jobs j
+     where j.id = job_status.job_id;
+    if not found then
+        raise exception using errcode = 'PQ201',
+            message = format('job %s not found', coalesce(job_status.job_id::text, 'NULL')),
+            hint = 'No job has this id: it was never added, or it finished and was pruned.';
+    end if;
+end;
+$$;
+comment on function pgq.job_status(bigint) is
+    'A job''s state, attempt, result, last_error and finished_at; PQ201 when there is no such job.';
 
 -- Internal: put the given dead or cancelled jobs back to available with fresh
 -- attempts (their past errors stay in pgq.attempt_errors), and wake the workers.
@@ -30,7 +62,8 @@ begin
     with requeued as (
         update pgq.jobs as j
            set state = 'available', attempt = 0, run_at = now(), finished_at = null,
-               lease_token = null, lease_expires_at = null, lease_duration = null
+               lease_token = null, lapsed_lease_token = null, lease_expires_at = null,
+               lease_duration = null, result = null
          where j.id = any (_requeue.job_ids)
            and j.state in ('dead', 'cancelled')
         returning j.queue
@@ -56,7 +89,8 @@ $$;
 comment on function pgq.retry(bigint) is
     'Retry a dead or cancelled job now with fresh attempts; PQ201 unknown job, PQ202 other states.';
 
--- Retry every dead job, of one queue or of all; returns how many.
+-- Retry every dead job, of one queue or of all; returns how many. The jobs are
+-- locked in ascending id order, as every multi-row call does.
 create or replace function pgq.retry_dead(queue text default null)
 returns integer
 language plpgsql security definer set search_path = pg_catalog, pg_temp
@@ -66,6 +100,7 @@ begin
         select j.id from pgq.jobs j
          where j.state = 'dead'
            and (retry_dead.queue is null or j.queue = retry_dead.queue)
+         order by j.id
            for update));
 end;
 $$;
@@ -74,7 +109,8 @@ comment on function pgq.retry_dead(text) is
 
 -- Delete finished jobs (succeeded and cancelled; dead too with include_dead)
 -- that finished longer ago than older_than, with their errors and run-once
--- markers. Their idempotency keys become free. Returns how many jobs.
+-- markers. Their idempotency keys become free. Returns how many jobs. The jobs
+-- are locked in ascending id order before the delete, as every multi-row call does.
 create or replace function pgq.prune(older_than interval, include_dead boolean default false)
 returns integer
 language plpgsql security definer set search_path = pg_catalog, pg_temp
@@ -93,7 +129,15 @@ begin
     end if;
     with pruned as (
         delete from pgq.jobs j
-         where j.finished_at < now() - prune.older_than
+         where j.id = any (array(
+                   select l.id
+                     from pgq.jobs l
+                    where l.finished_at < now() - prune.older_than
+                      and (l.state in ('succeeded', 'cancelled')
+                           or (prune.include_dead and l.state = 'dead'))
+                    order by l.id
+                      for update))
+           and j.finished_at < now() - prune.older_than
            and (j.state in ('succeeded', 'cancelled')
                 or (prune.include_dead and j.state = 'dead'))
         returning j.id

@@ -14,13 +14,20 @@ grant execute on function
     pgq.release_lost_claims(text, bigint[]),
     pgq.heartbeat(bigint, uuid, interval),
     pgq.heartbeat_many(bigint[], uuid[], interval),
-    pgq.complete(bigint, uuid),
-    pgq.complete_many(bigint[], uuid[]),
+    pgq.complete(bigint, uuid, jsonb),
+    pgq.complete_many(bigint[], uuid[], jsonb[]),
     pgq.fail(bigint, uuid, text, boolean),
-    pgq.once_begin(bigint, uuid, text),
+    pgq.once_begin(bigint, uuid, text, uuid),
     pgq.once_finish(bigint, uuid, text, jsonb),
     pgq.once_abort(bigint, uuid, text)
     to pgq_worker, pgq_admin;
+
+-- Producers follow the jobs they added; workers and admins may look too.
+grant execute on function
+    pgq.job_status(bigint)
+    to pgq_producer, pgq_worker, pgq_admin;
+-- Workers tick as they poll; pg_cron may tick as an admin where no worker runs.
+grant execute on function pgq.tick() to pgq_worker, pgq_admin;
 
 grant execute on function
     pgq.configure_queue(text, integer, interval, interval, interval, integer, integer, interval,
@@ -31,8 +38,11 @@ grant execute on function
     pgq.retry(bigint),
     pgq.retry_dead(text),
     pgq.prune(interval, boolean),
-    pgq.once_resolve(bigint, text, boolean, jsonb)
+    pgq.once_resolve(bigint, text, boolean, jsonb),
+    pgq.schedule(text, text, text, jsonb, text, text, integer, integer),
+    pgq.unschedule(text)
     to pgq_admin;
 
 grant select on pgq.error_codes to pgq_producer, pgq_worker, pgq_admin;
-grant select on pgq.queue_stats, pgq.dead_letter, pgq.job_errors, pgq.job_details to pgq_admin;
+grant select on pgq.queue_stats, pgq.dead_letter, pgq.job_errors, pgq.job_details,
+    pgq.schedules to pgq_admin;
