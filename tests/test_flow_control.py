@@ -14,11 +14,13 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict
 
 import psycopg
 import pytest
 from helpers import backend_pid, scalar, wait_until_lock_wait
+
+from pgqueue_py import JobType, Queue
 
 THREADS = 8
 BATCH = 50
@@ -296,3 +298,24 @@ def test_only_a_limited_claim_locks_the_queue_row(dsn: str, limits: dict[str, ob
         claimer.commit()
 
     assert probe_locked is locked
+
+
+class Mail(TypedDict):
+    to: str
+
+
+mail = JobType("mail", Mail, queue="mail")
+
+
+def test_queue_methods_set_the_limits_and_keys_that_claim_enforces(dsn: str) -> None:
+    with Queue(dsn) as queue:
+        queue.configure_queue("mail", key_concurrency=1)
+        queue.add_many(mail, [{"to": "a"}, {"to": "a"}, {"to": "b"}],
+                       concurrency_keys=["customer-a", "customer-a", "customer-b"])  # fmt: skip
+        queue.add(mail, {"to": "c"}, concurrency_key="customer-c")
+        claimed = queue.claim("w1", queues=["mail"], batch=10)
+        [stats] = [s for s in queue.stats() if s.queue == "mail"]
+
+    # One job per key at a time: customer-a's second job waits.
+    assert sorted(job.payload["to"] for job in claimed) == ["a", "b", "c"]
+    assert stats.key_concurrency == 1

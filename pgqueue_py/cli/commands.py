@@ -384,6 +384,8 @@ class LocalDatetime(click.ParamType):  # type: ignore[type-arg]  # as Duration
 @click.option("--run-at", type=LocalDatetime(), default=None, metavar="ISO",
               help="Run at this time (ISO 8601; local time without an offset).")  # fmt: skip
 @click.option("--max-retries", type=int, default=None, help="Default: the queue's.")
+@click.option("--concurrency-key", default=None, metavar="KEY",
+              help="The group the queue's per-key limit counts this job in.")  # fmt: skip
 @click.option("--idempotency-key", default=None, metavar="KEY",
               help="If a job has this key, print its id and add nothing.")  # fmt: skip
 @dsn_option
@@ -396,6 +398,7 @@ def enqueue_command(
     delay: timedelta | None,
     run_at: datetime | None,
     max_retries: int | None,
+    concurrency_key: str | None,
     idempotency_key: str | None,
     dsn: str | None,
 ) -> None:
@@ -409,7 +412,8 @@ def enqueue_command(
     with session(dsn) as s:
         job_id = s.queue.add(
             job, data, queue=queue, priority=priority, delay=delay, run_at=run_at,
-            max_retries=max_retries, idempotency_key=idempotency_key, conn=s.conn,
+            max_retries=max_retries, idempotency_key=idempotency_key,
+            concurrency_key=concurrency_key, conn=s.conn,
         )  # fmt: skip
     click.echo(job_id)
 
@@ -609,15 +613,27 @@ def cancel_command(job_id: int, dsn: str | None) -> None:
               help="Longest delay between retries.")
 @click.option("--lease", type=DURATION, metavar="DURATION",
               help="How long a claim or heartbeat holds a job.")  # fmt: skip
+@click.option("--concurrency", type=click.IntRange(min=0),
+              help="Most running jobs in QUEUE, fleet-wide; 0: no limit.")  # fmt: skip
+@click.option("--rate-limit", type=click.IntRange(min=0),
+              help="Most job starts per --rate-period; 0: no limit.")  # fmt: skip
+@click.option("--rate-period", type=DURATION, metavar="DURATION",
+              help="The sliding window of --rate-limit.")  # fmt: skip
+@click.option("--key-concurrency", type=click.IntRange(min=0),
+              help="Most running jobs per concurrency key; 0: no limit.")  # fmt: skip
 @dsn_option
 @pooler_option
 def configure_command(queue: str, max_retries: int | None, backoff_base: timedelta | None,
                       backoff_max: timedelta | None, lease: timedelta | None,
+                      concurrency: int | None, rate_limit: int | None,
+                      rate_period: timedelta | None, key_concurrency: int | None,
                       dsn: str | None) -> None:  # fmt: skip
     """Create QUEUE or change its settings; options left out keep their value."""
     with session(dsn) as s:
         s.queue.configure_queue(queue, max_retries=max_retries, backoff_base=backoff_base,
-                                backoff_max=backoff_max, lease=lease, conn=s.conn)  # fmt: skip
+                                backoff_max=backoff_max, lease=lease, concurrency=concurrency,
+                                rate_limit=rate_limit, rate_period=rate_period,
+                                key_concurrency=key_concurrency, conn=s.conn)  # fmt: skip
     click.echo(f"queue {queue} configured")
 
 
