@@ -43,3 +43,19 @@ select j.id, j.queue, j.job_name, j.state, j.payload, j.priority, j.run_at, j.at
   from pgq.jobs j;
 comment on view pgq.job_details is
     'Every job with its state, attempts, lease and last error (lease tokens stay hidden).';
+
+-- Every run-once marker with its outcome as the operator sees it: done (with the
+-- stored result), in_progress (begun under the job's current lease, which may still
+-- finish it) or unknown (begun by an attempt that no longer holds the job and never
+-- finished: pgq.once_resolve settles it). Lease tokens stay hidden.
+create or replace view pgq.once_outcomes as
+select m.job_id, m.effect_key,
+       case when m.status = 'done' then 'done'
+            when j.state = 'running' and j.lease_token = m.lease_token then 'in_progress'
+            else 'unknown' end as outcome,
+       m.result, m.attempt, m.started_at, m.finished_at, j.queue, j.job_name,
+       j.state as job_state
+  from pgq.once_markers m
+  left join pgq.jobs j on j.id = m.job_id;
+comment on view pgq.once_outcomes is
+    'Run-once markers: outcome done (with result), in_progress or unknown (settle with pgq.once_resolve).';

@@ -40,3 +40,11 @@ grant execute on function
 
 grant select on pgq.error_codes to pgq_producer, pgq_worker, pgq_admin;
 grant select on pgq.queue_stats, pgq.dead_letter, pgq.job_errors, pgq.job_details to pgq_admin;
+grant select on pgq.once_outcomes to pgq_admin;
+
+-- pgq_viewer reads: every operator view and job_status, for dashboards with
+-- `--read-only` and for monitoring; it can call no producer, worker or operator
+-- function.
+grant execute on function pgq.job_status(bigint) to pgq_viewer;
+grant select on pgq.error_codes, pgq.queue_stats, pgq.dead_letter, pgq.job_errors,
+    pgq.job_details, pgq.once_outcomes to pgq_viewer;
