@@ -159,6 +159,36 @@ class JobDetails:
     finished_at: datetime | None
 
 
+@dataclass(frozen=True)
+class JobStatus:
+    """``pgq.job_status``'s answer: a job's state, attempt, result and last error."""
+
+    state: JobState
+    attempt: int
+    result: Any
+    """What ``complete`` stored; None until the job succeeded with a result."""
+    last_error: str | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class OnceOutcome:
+    """One row of ``pgq.once_outcomes``: a run-once marker and its outcome."""
+
+    job_id: int
+    effect_key: str
+    outcome: Literal["done", "in_progress", "unknown"]
+    """``unknown``: begun by an attempt that no longer holds the job, never finished;
+    ``once_resolve`` settles it."""
+    result: Any
+    attempt: int
+    started_at: datetime
+    finished_at: datetime | None
+    queue: str | None
+    job_name: str | None
+    job_state: JobState | None
+
+
 # -- the client ----------------------------------------------------------------------------
 
 
@@ -522,6 +552,24 @@ class Queue:
         ``pgq.job_details``."""
         rows = self._call_rows(_sql.JOB_DETAILS, {"job_id": job_id}, JobDetails, conn=conn)
         return rows[0] if rows else None
+
+    def job_status(self, job_id: int, *, conn: psycopg.Connection[Any] | None = None) -> JobStatus:
+        """A job's state, attempt, result and last error. Calls ``pgq.job_status``;
+        JobNotFound if there is no such job."""
+        return self._call_row(_sql.JOB_STATUS, {"job_id": job_id}, JobStatus, conn=conn)
+
+    def once_outcomes(
+        self,
+        *,
+        job_id: int | None = None,
+        outcome: Literal["done", "in_progress", "unknown"] | None = None,
+        limit: int = 100,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> list[OnceOutcome]:
+        """Run-once markers with their outcome, of one job or all, latest first.
+        Reads ``pgq.once_outcomes``."""
+        params = {"job_id": job_id, "outcome": outcome, "limit": limit}
+        return self._call_rows(_sql.ONCE_OUTCOMES, params, OnceOutcome, conn=conn)
 
     def migrate(self) -> MigrateResult:
         """Bring the database up to this package's engine (``pgqueue_py.migrate``)."""
