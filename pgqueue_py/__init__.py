@@ -14,6 +14,7 @@ from pgqueue_py.client.errors import (
     OutcomeUnknown,
     PgqError,
     QueueNotFound,
+    ScheduleNotFound,
 )
 from pgqueue_py.client.jobs import JobType
 from pgqueue_py.worker import Handler, JobContext, Worker, WorkerThreadDied
@@ -33,6 +34,7 @@ __all__ = [
     "PgqError",
     "Queue",
     "QueueNotFound",
+    "ScheduleNotFound",
     "Worker",
     "WorkerThreadDied",
 ]

@@ -13,6 +13,7 @@ from pgqueue_py.client.errors import (
     OutcomeUnknown,
     PgqError,
     QueueNotFound,
+    ScheduleNotFound,
 )
 from pgqueue_py.client.jobs import JobType
 from pgqueue_py.client.queue import (
@@ -54,4 +55,5 @@ __all__ = [
     "Queue",
     "QueueNotFound",
     "QueueStats",
+    "ScheduleNotFound",
 ]

@@ -176,6 +176,33 @@ ONCE_OUTCOMES: LiteralString = (
     " limit %(limit)s::integer"
 )
 
+# -- schedules -----------------------------------------------------------------------------
+
+# Creates or replaces; returns the next slot. NULL payload/queue/timezone/priority take
+# the function's defaults here, so a caller passes None for "default".
+SCHEDULE: LiteralString = (
+    "select pgq.schedule(schedule_name => %(schedule_name)s::text, cron => %(cron)s::text,"
+    " job_name => %(job_name)s::text,"
+    " payload => coalesce(%(payload)s::jsonb, '{}'::jsonb),"
+    " queue => coalesce(%(queue)s::text, 'default'),"
+    " timezone => coalesce(%(timezone)s::text, 'UTC'),"
+    " priority => coalesce(%(priority)s::integer, 0),"
+    " max_retries => %(max_retries)s::integer)"
+)
+
+UNSCHEDULE: LiteralString = "select pgq.unschedule(schedule_name => %(schedule_name)s::text)"
+
+SCHEDULES: LiteralString = (
+    "select s.schedule_name, s.cron, s.timezone, s.job_name, s.queue, s.payload, s.priority,"
+    " s.max_retries, s.next_run_at, s.last_run_at, s.last_job_id, s.last_job_state,"
+    " s.created_at, s.updated_at"
+    " from pgq.schedules s"
+    " order by s.schedule_name"
+)
+
+# Workers call it as they poll; returns how many jobs it enqueued.
+TICK: LiteralString = "select pgq.tick()"
+
 # -- worker, added by the worker -----------------------------------------------------------
 
 # The worker's listener connection: enqueue, retry and resume notify at commit, with

@@ -75,6 +75,12 @@ class MarkerNotFound(PgqError):
     sqlstate = "PQ204"
 
 
+class ScheduleNotFound(PgqError):
+    """No schedule has this name."""
+
+    sqlstate = "PQ210"
+
+
 class OutcomeUnknown(PgqError):
     """An earlier attempt began this run-once effect and never recorded its outcome.
 

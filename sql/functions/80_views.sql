@@ -44,6 +44,17 @@ select j.id, j.queue, j.job_name, j.state, j.payload, j.priority, j.run_at, j.at
 comment on view pgq.job_details is
     'Every job with its state, attempts, lease and last error (lease tokens stay hidden).';
 
+-- Every schedule: its cron and time zone, the job it enqueues, its next slot and the
+-- slot it enqueued last, with that job's id and state.
+create or replace view pgq.schedules as
+select s.schedule_name, s.cron, s.timezone, s.job_name, s.queue, s.payload, s.priority,
+       s.max_retries, s.next_run_at, s.last_run_at, s.last_job_id,
+       j.state as last_job_state, s.created_at, s.updated_at
+  from pgq.job_schedules s
+  left join pgq.jobs j on j.id = s.last_job_id;
+comment on view pgq.schedules is
+    'Periodic schedules: cron, timezone, job, next_run_at, and the last slot run with its job.';
+
 -- Every run-once marker with its outcome as the operator sees it: done (with the
 -- stored result), in_progress (begun under the job's current lease, which may still
 -- finish it) or unknown (begun by an attempt that no longer holds the job and never

@@ -27,6 +27,9 @@ grant execute on function
     pgq.job_status(bigint)
     to pgq_producer, pgq_worker, pgq_admin;
 
+-- Workers tick as they poll; pg_cron may tick as an admin where no worker runs.
+grant execute on function pgq.tick() to pgq_worker, pgq_admin;
+
 grant execute on function
     pgq.configure_queue(text, integer, interval, interval, interval),
     pgq.pause(text),
@@ -35,11 +38,14 @@ grant execute on function
     pgq.retry(bigint),
     pgq.retry_dead(text),
     pgq.prune(interval, boolean),
-    pgq.once_resolve(bigint, text, boolean, jsonb)
+    pgq.once_resolve(bigint, text, boolean, jsonb),
+    pgq.schedule(text, text, text, jsonb, text, text, integer, integer),
+    pgq.unschedule(text)
     to pgq_admin;
 
 grant select on pgq.error_codes to pgq_producer, pgq_worker, pgq_admin;
-grant select on pgq.queue_stats, pgq.dead_letter, pgq.job_errors, pgq.job_details to pgq_admin;
+grant select on pgq.queue_stats, pgq.dead_letter, pgq.job_errors, pgq.job_details,
+    pgq.schedules to pgq_admin;
 grant select on pgq.once_outcomes to pgq_admin;
 
 -- pgq_viewer reads: every operator view and job_status, for dashboards with
