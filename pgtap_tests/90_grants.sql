@@ -3,7 +3,7 @@
 -- nothing else: no producer, worker or operator function, no table.
 begin;
 \ir _fixtures.psql
-select plan(29);
+select plan(31);
 
 select has_role('pgq_viewer', 'role pgq_viewer exists');
 select is_empty($$select r.rolname from pg_catalog.pg_roles r
@@ -48,7 +48,7 @@ select pgq_test.state_digest() as before \gset
 set local role pgq_viewer;
 select lives_ok(format('select * from pgq.%I', v), format('pgq_viewer can read pgq.%s', v))
   from unnest(array['queue_stats', 'dead_letter', 'job_errors', 'job_details',
-                    'once_outcomes', 'error_codes']) as v;
+                    'once_outcomes', 'schedules', 'error_codes']) as v;
 select is((select s.state from pgq.job_status(:dead_id) s), 'dead',
     'pgq_viewer can call job_status');
 select is((select o.outcome from pgq.once_outcomes o where o.job_id = :once_id), 'unknown',
@@ -72,6 +72,8 @@ select throws_ok(format('select pgq.once_resolve(%s, %L, true)', :once_id, 'char
     'pgq_viewer cannot resolve a run-once outcome');
 select throws_ok($$select pgq.prune(interval '1 day')$$, '42501', null,
     'pgq_viewer cannot prune');
+select throws_ok($$select pgq.schedule('nightly', '@daily', 'mail')$$, '42501', null,
+    'pgq_viewer cannot add a schedule');
 select throws_ok($$update pgq.jobs set state = 'available'$$, '42501', null,
     'pgq_viewer cannot update pgq.jobs');
 reset role;

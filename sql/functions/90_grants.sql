@@ -53,4 +53,4 @@ grant select on pgq.once_outcomes to pgq_admin;
 -- function.
 grant execute on function pgq.job_status(bigint) to pgq_viewer;
 grant select on pgq.error_codes, pgq.queue_stats, pgq.dead_letter, pgq.job_errors,
-    pgq.job_details, pgq.once_outcomes to pgq_viewer;
+    pgq.job_details, pgq.schedules, pgq.once_outcomes to pgq_viewer;
