@@ -29,6 +29,7 @@ from pgqueue_py.client.queue import (
     OnceStatus,
     Queue,
     QueueStats,
+    Schedule,
 )
 
 __all__ = [
@@ -55,5 +56,6 @@ __all__ = [
     "Queue",
     "QueueNotFound",
     "QueueStats",
+    "Schedule",
     "ScheduleNotFound",
 ]

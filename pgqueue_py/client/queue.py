@@ -189,6 +189,26 @@ class OnceOutcome:
     job_state: JobState | None
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """One row of ``pgq.schedules``: a periodic schedule and the last slot it ran."""
+
+    schedule_name: str
+    cron: str
+    timezone: str
+    job_name: str
+    queue: str
+    payload: dict[str, Any]
+    priority: int
+    max_retries: int | None
+    next_run_at: datetime
+    last_run_at: datetime | None
+    last_job_id: int | None
+    last_job_state: JobState | None
+    created_at: datetime
+    updated_at: datetime
+
+
 # -- the client ----------------------------------------------------------------------------
 
 
@@ -570,6 +590,10 @@ class Queue:
         Reads ``pgq.once_outcomes``."""
         params = {"job_id": job_id, "outcome": outcome, "limit": limit}
         return self._call_rows(_sql.ONCE_OUTCOMES, params, OnceOutcome, conn=conn)
+
+    def schedules(self, *, conn: psycopg.Connection[Any] | None = None) -> list[Schedule]:
+        """Every periodic schedule, by name. Reads ``pgq.schedules``."""
+        return self._call_rows(_sql.SCHEDULES, {}, Schedule, conn=conn)
 
     def migrate(self) -> MigrateResult:
         """Bring the database up to this package's engine (``pgqueue_py.migrate``)."""
