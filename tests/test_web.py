@@ -202,6 +202,7 @@ def test_read_only_with_a_viewer_role_shows_every_page_and_refuses_actions(
 ) -> None:
     dead_id = dead_job(queue)
     unknown_id = unknown_outcome_job(queue)
+    add_schedules(dsn)
     with viewer_dsn(server_dsn, dsn) as viewer, Queue(viewer, max_connections=2) as as_viewer:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             as_viewer.retry(dead_id)  # the role itself may not act, whatever the app does
@@ -209,7 +210,7 @@ def test_read_only_with_a_viewer_role_shows_every_page_and_refuses_actions(
             board = Client(server.url)
             pages = {path: board.get(path) for path in
                      ["/", "/api/stats", "/dead", f"/jobs/{dead_id}", f"/jobs/{unknown_id}",
-                      "/outcomes"]}  # fmt: skip
+                      "/outcomes", "/schedules"]}  # fmt: skip
             token = pages["/"].csrf_token() if 'name="csrf_token"' in pages["/"].body else "0"
             refused = [
                 board.post(f"/jobs/{dead_id}/retry", {"csrf_token": token}),
@@ -222,6 +223,7 @@ def test_read_only_with_a_viewer_role_shows_every_page_and_refuses_actions(
     assert {path: r.status for path, r in pages.items()} == {path: 200 for path in pages}
     assert "smtp said no" in pages["/dead"].body
     assert "charge-card" in pages["/outcomes"].body
+    assert "nightly-report" in pages["/schedules"].body
     assert "read-only" in pages["/"].body
     for path, reply in pages.items():
         assert 'method="post"' not in reply.body, f"{path} shows an action in read-only mode"
@@ -348,10 +350,41 @@ def test_resolving_an_outcome_checks_its_form_and_changes_nothing_when_wrong(
     assert marker_row(dsn, job_id, "charge-card") is None  # the next attempt runs it
 
 
+def add_schedules(dsn: str) -> int:
+    """Two schedules, one of which has run once: returns its last job's id."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute("select pgq.schedule('nightly-report', '0 3 * * *', 'report',"
+                     " queue => 'reports', timezone => 'Europe/Paris')")
+        conn.execute("select pgq.schedule('every-5', '*/5 * * * *', 'sweep')")
+        conn.execute("update pgq.job_schedules set next_run_at = now() - interval '1 minute'"
+                     " where schedule_name = 'every-5'")
+        assert conn.execute("select pgq.tick()").fetchone() == (1,)
+        row = conn.execute("select last_job_id from pgq.job_schedules"
+                           " where schedule_name = 'every-5'").fetchone()  # fmt: skip
+    assert row is not None
+    return int(row[0])
+
+
+def test_the_schedules_page_lists_every_schedule_and_its_last_job(
+    queue: Queue, dsn: str, open_board: Client
+) -> None:
+    assert "No schedules" in open_board.get("/schedules").body
+    last_job = add_schedules(dsn)
+
+    page = open_board.get("/schedules").body
+
+    rows = dict(re.findall(r'<tr data-schedule="([^"]+)">(.*?)</tr>', page, re.S))
+    assert sorted(rows) == ["every-5", "nightly-report"]
+    assert "0 3 * * *" in rows["nightly-report"] and "Europe/Paris" in rows["nightly-report"]
+    assert "reports" in rows["nightly-report"]
+    assert f'href="/jobs/{last_job}"' in rows["every-5"] and "available" in rows["every-5"]
+    assert [s.schedule_name for s in queue.schedules()] == ["every-5", "nightly-report"]
+
+
 def test_pages_load_nothing_from_another_site(queue: Queue, open_board: Client) -> None:
     job_id = dead_job(queue)
     links: list[str] = []
-    for path in ["/", "/dead", f"/jobs/{job_id}", "/outcomes"]:
+    for path in ["/", "/dead", f"/jobs/{job_id}", "/outcomes", "/schedules"]:
         links += re.findall(r'(?:src|href)="([^"]+)"', open_board.get(path).body)
     script = open_board.get("/static/dashboard.js")
     style = open_board.get("/static/dashboard.css")

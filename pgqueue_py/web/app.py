@@ -1,9 +1,9 @@
 """The dashboard's web application: server-rendered pages over ``Queue``'s methods.
 
 Pages read through ``Queue`` (``stats``, ``dead_letter``, ``job``, ``job_errors``,
-``job_status``, ``once_outcomes``) and act through it (``pause``, ``resume``, ``retry``,
-``cancel``, ``once_resolve``); the app sends no SQL of its own. Security, in the order
-each request meets it:
+``job_status``, ``once_outcomes``, ``schedules``) and act through it (``pause``,
+``resume``, ``retry``, ``cancel``, ``once_resolve``); the app sends no SQL of its own.
+Security, in the order each request meets it:
 
 1. Host: bound to a loopback address, only a loopback ``Host`` header is served (a page
    elsewhere cannot reach the dashboard through DNS rebinding).
@@ -327,6 +327,9 @@ class Dashboard:
             return self.error(request, 400, "Give a job id: a whole number.")
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
+    def schedules_page(self, request: Request) -> Response:
+        return self.render(request, "schedules.html", {"schedules": self.queue.schedules()})
+
     def outcomes_page(self, request: Request) -> Response:
         rows = self.queue.once_outcomes(outcome="unknown", limit=200)
         return self.render(request, "outcomes.html", {"outcomes": rows})
@@ -412,6 +415,7 @@ def create_app(queue: Queue, config: WebConfig | None = None) -> Starlette:
         Route("/jobs", board.find_job, name="find_job"),
         Route("/jobs/{job_id}", board.job_page, name="job"),
         Route("/outcomes", board.outcomes_page, name="outcomes"),
+        Route("/schedules", board.schedules_page, name="schedules"),
         Route("/jobs/{job_id}/{action}", board.job_action, methods=["POST"]),
         Route("/queues/{queue}/{action}", board.queue_action, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static"),
