@@ -102,10 +102,10 @@ select is((pgq_test.job(:done_id)).state, 'cancelled', 'the refused calls left t
 
 -- Everyone who may call pgq may read what its errors mean.
 set local role pgq_producer;
-select is((select count(*) from pgq.error_codes), 8::bigint, 'pgq_producer can read pgq.error_codes');
+select is((select count(*) from pgq.error_codes), 9::bigint, 'pgq_producer can read pgq.error_codes');
 reset role;
 set local role pgq_worker;
-select is((select count(*) from pgq.error_codes), 8::bigint, 'pgq_worker can read pgq.error_codes');
+select is((select count(*) from pgq.error_codes), 9::bigint, 'pgq_worker can read pgq.error_codes');
 reset role;
 
 select * from finish();

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from typing import TypedDict
 from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
 from cronsim import CronSim, CronSimError
+from test_worker import running, wait_for_state
 
+from pgqueue_py import JobContext, JobType, Queue
 from pgqueue_py.client import _sql
 from pgqueue_py.client.errors import ScheduleNotFound, translate
 
@@ -400,3 +404,39 @@ def test_schedule_statements_run_as_the_client_sends_them(dsn: str) -> None:
     assert ticked == (0,)
     assert isinstance(translate(raised.value), ScheduleNotFound)
     assert remaining == []
+
+
+# -- from Python, and ticked by workers ------------------------------------------------------
+
+
+class Report(TypedDict):
+    kind: str
+
+
+def test_queue_schedule_is_typed_by_job_type_and_ticked_by_a_running_worker(dsn: str) -> None:
+    report = JobType("report", Report, queue="reports")
+    seen: list[str] = []
+
+    def handle(ctx: JobContext, payload: Report) -> None:
+        seen.append(payload["kind"])
+
+    with Queue(dsn) as queue:
+        next_run_at = queue.schedule("every-minute", report, "* * * * *", {"kind": "minutely"})
+        [schedule] = queue.schedules()
+        assert (schedule.queue, schedule.next_run_at) == ("reports", next_run_at)
+        # The slot is due: as if a minute had passed.
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("update pgq.job_schedules set next_run_at = now() - interval '1 second'")
+        with running(queue, {report: handle}, poll_interval=timedelta(milliseconds=100)):
+            def enqueued() -> list[int]:
+                return [s.last_job_id for s in queue.schedules() if s.last_job_id is not None]
+
+            deadline = time.monotonic() + 20
+            while not enqueued() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert enqueued(), "no worker ticked the due schedule"
+            wait_for_state(queue, enqueued(), "succeeded")
+        queue.unschedule("every-minute")
+        assert queue.schedules() == []
+
+    assert seen == ["minutely"]

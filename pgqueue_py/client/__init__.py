@@ -1,22 +1,29 @@
-"""The client: ``Queue`` (one method per pgq function), its rows, errors and job types."""
+"""The client: ``Queue`` and ``AsyncQueue`` (one method per pgq function), their rows,
+errors and job types."""
 
 from __future__ import annotations
 
+from pgqueue_py.client.async_queue import AsyncQueue
 from pgqueue_py.client.errors import (
     ConfigurationError,
+    ConnectionUnavailable,
     InvalidArgument,
+    JobCancelled,
     JobNotFound,
     JobStateConflict,
     LeaseLost,
     MarkerNotBegun,
     MarkerNotFound,
+    NoResult,
     OutcomeUnknown,
     PgqError,
     QueueNotFound,
+    ResultTimeout,
     ScheduleNotFound,
 )
 from pgqueue_py.client.jobs import JobType
-from pgqueue_py.client.queue import (
+from pgqueue_py.client.queue import Queue
+from pgqueue_py.client.rows import (
     AttemptError,
     ClaimedJob,
     CompletionOutcome,
@@ -25,21 +32,22 @@ from pgqueue_py.client.queue import (
     JobDetails,
     JobState,
     JobStatus,
-    OnceOutcome,
     OnceStatus,
-    Queue,
     QueueStats,
     Schedule,
 )
 
 __all__ = [
+    "AsyncQueue",
     "AttemptError",
     "ClaimedJob",
     "CompletionOutcome",
     "ConfigurationError",
+    "ConnectionUnavailable",
     "DeadJob",
     "HeartbeatOutcome",
     "InvalidArgument",
+    "JobCancelled",
     "JobDetails",
     "JobNotFound",
     "JobState",
@@ -49,13 +57,14 @@ __all__ = [
     "LeaseLost",
     "MarkerNotBegun",
     "MarkerNotFound",
-    "OnceOutcome",
+    "NoResult",
     "OnceStatus",
     "OutcomeUnknown",
     "PgqError",
     "Queue",
     "QueueNotFound",
     "QueueStats",
+    "ResultTimeout",
     "Schedule",
     "ScheduleNotFound",
 ]

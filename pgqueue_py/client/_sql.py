@@ -68,13 +68,14 @@ HEARTBEAT_MANY: LiteralString = (
 )
 
 COMPLETE: LiteralString = (
-    "select pgq.complete(job_id => %(job_id)s::bigint, lease_token => %(lease_token)s::uuid)"
+    "select pgq.complete(job_id => %(job_id)s::bigint, lease_token => %(lease_token)s::uuid,"
+    " result => %(result)s::jsonb)"
 )
 
 COMPLETE_MANY: LiteralString = (
     "select c.job_id, c.outcome"
     " from pgq.complete_many(job_ids => %(job_ids)s::bigint[],"
-    " lease_tokens => %(lease_tokens)s::uuid[]) as c"
+    " lease_tokens => %(lease_tokens)s::uuid[], results => %(results)s::jsonb[]) as c"
 )
 
 FAIL: LiteralString = (
@@ -85,7 +86,7 @@ FAIL: LiteralString = (
 ONCE_BEGIN: LiteralString = (
     "select o.status, o.result"
     " from pgq.once_begin(job_id => %(job_id)s::bigint, lease_token => %(lease_token)s::uuid,"
-    " effect_key => %(effect_key)s::text) as o"
+    " effect_key => %(effect_key)s::text, request_id => %(request_id)s::uuid) as o"
 )
 
 ONCE_FINISH: LiteralString = (
@@ -213,3 +214,4 @@ LISTEN_JOBS: LiteralString = "listen pgq_jobs"
 # lease at the last attempt (dead) and cancel notify at commit, with the finished
 # job ids, comma-separated, as payload.
 LISTEN_FINISHED: LiteralString = "listen pgq_finished"
+UNLISTEN_FINISHED: LiteralString = "unlisten pgq_finished"

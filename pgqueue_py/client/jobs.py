@@ -36,6 +36,11 @@ class JobType(Generic[P]):
     max_retries: int | None = None
     priority: int = 0
     timeout: timedelta | None = None
+    _decodes_dataclass: bool = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Asked once here, not for every job the worker decodes.
+        object.__setattr__(self, "_decodes_dataclass", dataclasses.is_dataclass(self.payload_type))
 
     def encode(self, payload: P) -> dict[str, object]:
         """The payload as the JSON object stored in ``pgq.jobs.payload``."""
@@ -45,7 +50,7 @@ class JobType(Generic[P]):
 
     def decode(self, data: dict[str, object]) -> P:
         """The payload type back from the stored JSON object."""
-        if dataclasses.is_dataclass(self.payload_type):
+        if self._decodes_dataclass:
             return cast("Callable[..., P]", self.payload_type)(**data)
         return cast(P, data)
 
