@@ -3,6 +3,7 @@ authentication, CSRF, read-only mode with a pgq_viewer role, and what the pages 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from helpers import greet, scalar
 from web_support import Client, basic, dead_job, job_state, unknown_outcome_job, viewer_dsn
 
 from pgqueue_py.cli import main
-from pgqueue_py.client import Queue
+from pgqueue_py.client import AsyncQueue, OnceOutcome, Queue
 from pgqueue_py.web import BindingRefused, WebConfig, check_binding, parse_basic_auth
 from pgqueue_py.web.app import format_age
 from pgqueue_py.web.server import BackgroundServer
@@ -418,6 +419,16 @@ def test_job_status_and_once_outcomes_read_what_the_engine_keeps(queue: Queue, d
     assert [o.job_id for o in queue.once_outcomes(outcome="unknown")] == [unknown_id]
     assert queue.once_outcomes(outcome="done") == []
     assert int(scalar(dsn, "select count(*) from pgq.once_markers")) == 1
+
+
+def test_async_queue_reads_the_same_once_outcomes(queue: Queue, dsn: str) -> None:
+    unknown_id = unknown_outcome_job(queue)
+
+    async def read() -> list[OnceOutcome]:
+        async with AsyncQueue(dsn) as aq:
+            return await aq.once_outcomes(job_id=unknown_id, outcome="unknown")
+
+    assert asyncio.run(read()) == queue.once_outcomes(job_id=unknown_id)
 
 
 def test_job_status_of_an_unknown_job_raises(queue: Queue) -> None:
