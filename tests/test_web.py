@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 
 import psycopg
@@ -18,7 +19,7 @@ from web_support import Client, basic, dead_job, job_state, unknown_outcome_job,
 from pgqueue_py.cli import main
 from pgqueue_py.client import AsyncQueue, OnceOutcome, Queue
 from pgqueue_py.web import BindingRefused, WebConfig, check_binding, parse_basic_auth
-from pgqueue_py.web.app import format_age
+from pgqueue_py.web.app import format_age, format_limits
 from pgqueue_py.web.server import BackgroundServer
 
 TOKEN = "s3cret-token-for-tests"
@@ -395,6 +396,20 @@ def test_pages_load_nothing_from_another_site(queue: Queue, open_board: Client) 
     assert not external
     assert script.status == 200 and "fetch(" in script.body
     assert style.status == 200 and ":root" in style.body
+
+
+def test_limits_show_when_queue_stats_has_them() -> None:
+    @dataclass(frozen=True)
+    class WithLimits:
+        concurrency: int | None
+        rate_limit: int | None
+        rate_period: timedelta | None
+        key_concurrency: int | None
+
+    assert format_limits(WithLimits(5, 100, timedelta(minutes=1), 2)) == (
+        "5 running · 100 per 1m 00s · 2 per key")  # fmt: skip
+    assert format_limits(WithLimits(None, 0, None, None)) == "none"
+    assert format_limits(object()) is None
 
 
 def test_format_age_is_short() -> None:

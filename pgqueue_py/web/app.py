@@ -140,6 +140,25 @@ def format_time(value: datetime | None) -> str:
     return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
 
 
+def format_limits(stats: object) -> str | None:
+    """A queue's flow-control limits, when ``pgq.queue_stats`` has them (``concurrency``,
+    ``rate_limit`` per ``rate_period``, ``key_concurrency``; NULL or 0 is no limit), as
+    ``5 running · 100 per 1m 00s · 2 per key``; None when the engine has no limits."""
+    names = ("concurrency", "rate_limit", "rate_period", "key_concurrency")
+    if not any(hasattr(stats, n) for n in names):
+        return None
+    concurrency, rate, period, per_key = (getattr(stats, n, None) for n in names)
+    parts = []
+    if concurrency:
+        parts.append(f"{concurrency} running")
+    if rate:
+        every = format_age(period) if isinstance(period, timedelta) else str(period)
+        parts.append(f"{rate} per {every}")
+    if per_key:
+        parts.append(f"{per_key} per key")
+    return " · ".join(parts) or "none"
+
+
 def format_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
 
@@ -147,10 +166,9 @@ def format_json(value: Any) -> str:
 def _stats_json(queue: Queue) -> list[dict[str, Any]]:
     rows = []
     for s in queue.stats():
-        row = asdict(s)
-        age = s.oldest_runnable_age
-        row["oldest_runnable_age"] = None if age is None else age.total_seconds()
-        row["oldest_runnable_age_text"] = format_age(age)
+        row = {k: v.total_seconds() if isinstance(v, timedelta) else v
+               for k, v in asdict(s).items()}  # fmt: skip
+        row["oldest_runnable_age_text"] = format_age(s.oldest_runnable_age)
         rows.append(row)
     return rows
 
@@ -170,6 +188,7 @@ class Dashboard:
         env.filters["age"] = format_age
         env.filters["time"] = format_time
         env.filters["pretty_json"] = format_json
+        env.filters["limits"] = format_limits
 
     # -- security ---------------------------------------------------------------------------
 
