@@ -6,6 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -122,6 +127,34 @@ def test_binding_beyond_loopback_refuses_to_start_without_credentials(dsn: str) 
     assert result.exit_code == 2, result.output
     assert "refusing to bind 0.0.0.0" in result.output
     assert "--token or --basic-auth" in result.output
+
+
+def test_the_web_command_serves_the_dashboard_on_localhost(queue: Queue, dsn: str) -> None:
+    dead_job(queue)
+    with socket.socket() as probe:  # a free port; the server binds it right after
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgqueue_py", "web", "--port", str(port), "--dsn", dsn],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # the short pause only paces the connection attempts
+            try:
+                reply = Client(f"http://127.0.0.1:{port}").get("/api/stats")
+                break
+            except ConnectionRefusedError:
+                assert proc.poll() is None, proc.communicate()[0]
+                assert time.monotonic() < deadline, "pgqueue web did not start"
+                time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=30)[0]
+
+    assert reply.status == 200
+    assert json.loads(reply.body)["queues"][0]["dead"] == 1
+    assert f"http://127.0.0.1:{port}" in output
 
 
 def test_web_command_checks_its_options(dsn: str) -> None:
