@@ -2,7 +2,7 @@
 -- pgq.job_details and who may read them.
 begin;
 \ir _fixtures.psql
-select plan(70);
+select plan(73);
 
 -- The columns the contract names.
 select has_column('pgq', 'queue_stats', c, format('queue_stats has column %s', c))
@@ -138,6 +138,23 @@ select throws_ok(format('select * from pgq.%I', v), '42501', null, format('pgq_w
   from unnest(array['queue_stats', 'dead_letter', 'job_errors', 'job_details', 'jobs']) as v;
 select lives_ok('select * from pgq.error_codes', 'pgq_worker may read error_codes');
 reset role;
+
+-- pgq.once_outcomes: each marker's outcome, done, in_progress or unknown.
+select job_id as fx_id, lease_token as fx_t from pgq_test.running_job('charge', 2) \gset
+select status from pgq.once_begin(:fx_id, :'fx_t', 'done-effect') \gset
+select pgq.once_finish(:fx_id, :'fx_t', 'done-effect', '{"receipt": 7}');
+select status from pgq.once_begin(:fx_id, :'fx_t', 'open-effect') \gset
+select results_eq(format($$select o.effect_key, o.outcome, o.result from pgq.once_outcomes o
+                           where o.job_id = %s order by o.effect_key$$, :fx_id),
+    $$values ('done-effect', 'done', '{"receipt": 7}'::jsonb),
+             ('open-effect', 'in_progress', null::jsonb)$$,
+    'once_outcomes: a finished marker is done with its result; one begun under the current lease is in_progress');
+select pgq.fail(:fx_id, :'fx_t', 'worker died') as s \gset
+select results_eq(format($$select o.effect_key, o.outcome, o.attempt, o.job_state
+                           from pgq.once_outcomes o where o.job_id = %s order by o.effect_key$$, :fx_id),
+    $$values ('done-effect', 'done', 1, 'available'), ('open-effect', 'unknown', 1, 'available')$$,
+    'once_outcomes: a marker begun by an attempt that no longer holds the job is unknown');
+select hasnt_column('pgq', 'once_outcomes', 'lease_token', 'once_outcomes does not expose lease tokens');
 
 select * from finish();
 rollback;

@@ -673,6 +673,46 @@ def prune_command(older_than: timedelta, include_dead: bool, dsn: str | None) ->
     click.echo(f"pruned {count} job{'' if count == 1 else 's'}")
 
 
+# -- web ------------------------------------------------------------------------------------
+
+
+@main.command("web")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; anything but loopback needs --token or --basic-auth.")
+@click.option("--port", type=click.IntRange(min=1, max=65535), default=8080, show_default=True)
+@click.option("--read-only", is_flag=True,
+              help="Hide and refuse every action; works with a pgq_viewer role.")
+@click.option("--token", envvar="PGQUEUE_WEB_TOKEN", show_envvar=True, metavar="TOKEN",
+              help="Require this token (Authorization: Bearer, or open ?token= once).")
+@click.option("--basic-auth", metavar="USER:PASS", envvar="PGQUEUE_WEB_BASIC_AUTH",
+              show_envvar=True, help="Require these HTTP basic credentials.")
+@dsn_option
+def web_command(host: str, port: int, read_only: bool, token: str | None,
+                basic_auth: str | None, dsn: str | None) -> None:
+    """Serve the dashboard: queues, dead letter, jobs, run-once outcomes, with the
+    operator actions (needs the web extra: pip install 'pgqueue[web]')."""
+    resolved = require_dsn(dsn)
+    try:
+        from pgqueue_py.web import BindingRefused, WebConfig, parse_basic_auth
+        from pgqueue_py.web.server import serve
+    except ImportError as exc:
+        raise Misconfigured(
+            f"the dashboard needs the web extra ({exc.name} is missing):"
+            " pip install 'pgqueue[web]'"
+        ) from exc
+    if token is not None and not token:
+        raise click.BadParameter("must not be empty", param_hint="--token")
+    try:
+        credentials = parse_basic_auth(basic_auth) if basic_auth is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--basic-auth") from exc
+    config = WebConfig(host=host, read_only=read_only, token=token, basic_auth=credentials)
+    try:
+        serve(resolved, config, port=port)
+    except BindingRefused as exc:
+        raise Misconfigured(str(exc)) from exc
+
+
 # -- demo ----------------------------------------------------------------------------------
 
 

@@ -40,6 +40,7 @@ from pgqueue_py.client.rows import (
     HeartbeatOutcome,
     JobDetails,
     JobStatus,
+    OnceOutcome,
     OnceStatus,
     QueueStats,
     Schedule,
@@ -183,6 +184,7 @@ _QUEUE_STATS = _rows_of(QueueStats)
 _DEAD_JOBS = _rows_of(DeadJob)
 _ATTEMPT_ERRORS = _rows_of(AttemptError)
 _JOB_DETAILS = _rows_of(JobDetails)
+_ONCE_OUTCOMES = _rows_of(OnceOutcome)
 
 
 def _scalar(query: LiteralString, params: Mapping[str, Any],
@@ -423,6 +425,13 @@ def dead_letter(*, queue: str | None, limit: int) -> Call[list[DeadJob]]:
 
 def job_errors(job_id: int) -> Call[list[AttemptError]]:
     return Call(_sql.JOB_ERRORS, {"job_id": job_id}, _ATTEMPT_ERRORS, _all)
+
+
+def once_outcomes(
+    *, job_id: int | None, outcome: str | None, limit: int
+) -> Call[list[OnceOutcome]]:
+    params = {"job_id": job_id, "outcome": outcome, "limit": limit}
+    return Call(_sql.ONCE_OUTCOMES, params, _ONCE_OUTCOMES, _all)
 
 
 def schedule(

@@ -169,6 +169,19 @@ JOB_DETAILS: LiteralString = (
     " where j.id = %(job_id)s::bigint"
 )
 
+# -- read by the dashboard -----------------------------------------------------------------
+
+# Run-once markers with their outcome (done, in_progress, unknown), of one job or all.
+ONCE_OUTCOMES: LiteralString = (
+    "select o.job_id, o.effect_key, o.outcome, o.result, o.attempt, o.started_at,"
+    " o.finished_at, o.queue, o.job_name, o.job_state"
+    " from pgq.once_outcomes o"
+    " where (%(job_id)s::bigint is null or o.job_id = %(job_id)s::bigint)"
+    " and (%(outcome)s::text is null or o.outcome = %(outcome)s::text)"
+    " order by o.started_at desc, o.job_id desc, o.effect_key"
+    " limit %(limit)s::integer"
+)
+
 # -- schedules -----------------------------------------------------------------------------
 
 # Creates or replaces; returns the next slot. NULL payload/queue/timezone/priority take

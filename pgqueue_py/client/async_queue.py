@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from uuid import UUID
 
 import psycopg
@@ -38,6 +38,7 @@ from pgqueue_py.client.rows import (
     HeartbeatOutcome,
     JobDetails,
     JobStatus,
+    OnceOutcome,
     OnceStatus,
     QueueStats,
     Schedule,
@@ -442,6 +443,19 @@ class AsyncQueue:
         """The error of each failed attempt of a job, oldest first. Reads
         ``pgq.job_errors``."""
         return await self._run(_calls.job_errors(job_id), conn)
+
+    async def once_outcomes(
+        self,
+        *,
+        job_id: int | None = None,
+        outcome: Literal["done", "in_progress", "unknown"] | None = None,
+        limit: int = 100,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> list[OnceOutcome]:
+        """Run-once markers with their outcome, of one job or all, latest first. Reads
+        ``pgq.once_outcomes``."""
+        call = _calls.once_outcomes(job_id=job_id, outcome=outcome, limit=limit)
+        return await self._run(call, conn)
 
     async def schedule(
         self,

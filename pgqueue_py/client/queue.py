@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from uuid import UUID
 
 import psycopg
@@ -41,6 +41,7 @@ from pgqueue_py.client.rows import (
     JobDetails,
     JobState,
     JobStatus,
+    OnceOutcome,
     OnceStatus,
     QueueStats,
     Schedule,
@@ -447,6 +448,18 @@ class Queue:
         """The error of each failed attempt of a job, oldest first. Reads
         ``pgq.job_errors``."""
         return self._run(_calls.job_errors(job_id), conn)
+
+    def once_outcomes(
+        self,
+        *,
+        job_id: int | None = None,
+        outcome: Literal["done", "in_progress", "unknown"] | None = None,
+        limit: int = 100,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> list[OnceOutcome]:
+        """Run-once markers with their outcome, of one job or all, latest first. Reads
+        ``pgq.once_outcomes``."""
+        return self._run(_calls.once_outcomes(job_id=job_id, outcome=outcome, limit=limit), conn)
 
     def schedule(
         self,

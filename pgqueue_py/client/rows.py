@@ -92,6 +92,24 @@ class OnceStatus:
 
 
 @dataclass(frozen=True)
+class OnceOutcome:
+    """One row of ``pgq.once_outcomes``: a run-once marker and its outcome."""
+
+    job_id: int
+    effect_key: str
+    outcome: Literal["done", "in_progress", "unknown"]
+    """``unknown``: begun by an attempt that no longer holds the job, never finished;
+    ``once_resolve`` settles it."""
+    result: Any
+    attempt: int
+    started_at: datetime
+    finished_at: datetime | None
+    queue: str | None
+    job_name: str | None
+    job_state: JobState | None
+
+
+@dataclass(frozen=True)
 class QueueStats:
     """One row of ``pgq.queue_stats``."""
 

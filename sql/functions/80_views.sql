@@ -59,3 +59,19 @@ select s.schedule_name, s.cron, s.timezone, s.job_name, s.queue, s.payload, s.pr
   left join pgq.jobs j on j.id = s.last_job_id;
 comment on view pgq.schedules is
     'Periodic schedules: cron, timezone, job, next_run_at, and the last slot run with its job.';
+
+-- Every run-once marker with its outcome as the operator sees it: done (with the
+-- stored result), in_progress (begun under the job's current lease, which may still
+-- finish it) or unknown (begun by an attempt that no longer holds the job and never
+-- finished: pgq.once_resolve settles it). Lease tokens stay hidden.
+create or replace view pgq.once_outcomes as
+select m.job_id, m.effect_key,
+       case when m.status = 'done' then 'done'
+            when j.state = 'running' and j.lease_token = m.lease_token then 'in_progress'
+            else 'unknown' end as outcome,
+       m.result, m.attempt, m.started_at, m.finished_at, j.queue, j.job_name,
+       j.state as job_state
+  from pgq.once_markers m
+  left join pgq.jobs j on j.id = m.job_id;
+comment on view pgq.once_outcomes is
+    'Run-once markers: outcome done (with result), in_progress or unknown (settle with pgq.once_resolve).';

@@ -26,6 +26,7 @@ grant execute on function
 grant execute on function
     pgq.job_status(bigint)
     to pgq_producer, pgq_worker, pgq_admin;
+
 -- Workers tick as they poll; pg_cron may tick as an admin where no worker runs.
 grant execute on function pgq.tick() to pgq_worker, pgq_admin;
 
@@ -46,3 +47,11 @@ grant execute on function
 grant select on pgq.error_codes to pgq_producer, pgq_worker, pgq_admin;
 grant select on pgq.queue_stats, pgq.dead_letter, pgq.job_errors, pgq.job_details,
     pgq.schedules to pgq_admin;
+grant select on pgq.once_outcomes to pgq_admin;
+
+-- pgq_viewer reads: every operator view and job_status, for dashboards with
+-- `--read-only` and for monitoring; it can call no producer, worker or operator
+-- function.
+grant execute on function pgq.job_status(bigint) to pgq_viewer;
+grant select on pgq.error_codes, pgq.queue_stats, pgq.dead_letter, pgq.job_errors,
+    pgq.job_details, pgq.schedules, pgq.once_outcomes to pgq_viewer;
