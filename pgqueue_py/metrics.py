@@ -161,23 +161,24 @@ class QueueStatsCollector(Collector):
         self._last: _Read | None = None
         self.reads = 0
 
+    def describe(self) -> Iterable[Any]:
+        """The families, without reading the database (called once, at registration)."""
+        yield from _stats_up(None)
+        yield from _queue_families([])
+
     def collect(self) -> Iterable[Any]:
         rows = self._rows()
-        up = GaugeMetricFamily(
-            "pgqueue_queue_stats_up", "1 if the last read of pgq.queue_stats succeeded."
-        )
-        up.add_metric([], 0 if rows is None else 1)
-        yield up
-        if rows is None:
-            return
-        yield from _queue_families(rows)
+        yield from _stats_up(rows)
+        if rows is not None:
+            yield from _queue_families(rows)
 
     def _rows(self) -> list[QueueStats] | None:
         # One read at a time: concurrent scrapes wait for it and share its result.
         with self._lock:
             last = self._last
             if last is None or self._clock() - last.at >= self._cache_for:
-                last = self._last = _Read(self._clock(), self._read())
+                rows = self._read()
+                last = self._last = _Read(self._clock(), rows)
             return last.rows
 
     def _read(self) -> list[QueueStats] | None:
@@ -187,6 +188,14 @@ class QueueStatsCollector(Collector):
         except Exception:
             log.warning("metrics: reading pgq.queue_stats failed", exc_info=True)
             return None
+
+
+def _stats_up(rows: list[QueueStats] | None) -> Iterator[GaugeMetricFamily]:
+    up = GaugeMetricFamily(
+        "pgqueue_queue_stats_up", "1 if the last read of pgq.queue_stats succeeded."
+    )
+    up.add_metric([], 0 if rows is None else 1)
+    yield up
 
 
 def _queue_families(rows: list[QueueStats]) -> Iterator[GaugeMetricFamily]:

@@ -720,7 +720,7 @@ def metrics_endpoint(dsn: str, *, host: str, port: int, worker: bool) -> Iterato
         raise ConfigurationError(
             f"metrics need prometheus_client ({exc}): pip install 'pgqueue[metrics]'"
         ) from exc
-    registry = CollectorRegistry(auto_describe=True)
+    registry = CollectorRegistry()
     worker_metrics = metrics.WorkerMetrics(registry) if worker else None
     with Queue(dsn, min_connections=1, max_connections=1, pool_timeout=METRICS_READ_TIMEOUT,
                transaction_pooler=transaction_pooler()) as stats_queue:  # fmt: skip
