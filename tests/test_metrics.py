@@ -513,3 +513,17 @@ def test_the_worker_command_serves_its_series_and_the_queue_gauges(
     seen = sum(value(samples, "pgqueue_queue_jobs", queue="default", state=state) or 0
                for state in ("available", "running", "succeeded"))  # fmt: skip
     assert seen == 3
+
+
+def test_without_prometheus_client_the_commands_say_what_to_install(dsn: str) -> None:
+    # The CLI imports prometheus_client only when metrics are asked for.
+    hide = "import sys; sys.modules['prometheus_client'] = None; from pgqueue_py.cli import main"
+    result = subprocess.run(
+        [sys.executable, "-c", f"{hide}; main()", "metrics", "--port", "0", "--dsn", dsn],
+        capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("pgqueue: error: metrics need prometheus_client")
+    assert last.endswith("pip install 'pgqueue[metrics]'")
