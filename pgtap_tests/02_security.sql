@@ -126,8 +126,8 @@ select is_empty($$select name from role_calls
     'every call granted above exists as a pgq function');
 select ok(not has_function_privilege('pgq_producer', 'pgq.claim(text, text[], integer, interval)', 'execute'),
     'pgq_producer cannot execute claim');
-select ok(not has_function_privilege('pgq_worker', 'pgq.enqueue(text, jsonb, text, timestamptz, integer, integer, text)', 'execute')
-          and not has_function_privilege('pgq_worker', 'pgq.enqueue_many(text[], jsonb[], text[], timestamptz[], integer[], integer[], text[])', 'execute'),
+select ok(not has_function_privilege('pgq_worker', 'pgq.enqueue(text, jsonb, text, timestamptz, integer, integer, text, text)', 'execute')
+          and not has_function_privilege('pgq_worker', 'pgq.enqueue_many(text[], jsonb[], text[], timestamptz[], integer[], integer[], text[], text[])', 'execute'),
     'pgq_worker cannot execute enqueue or enqueue_many');
 select ok(not has_function_privilege('pgq_worker', 'pgq.retry(bigint)', 'execute')
           and not has_function_privilege('pgq_worker', 'pgq.retry_dead(text)', 'execute'),

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -203,7 +204,7 @@ def test_stats_prints_an_aligned_table_of_every_queue(dsn: str, queue: Queue) ->
     assert result.exit_code == 0, result.output
     header, *rows = result.stdout.splitlines()
     assert header.split() == ["queue", "available", "scheduled", "running", "succeeded",
-                              "dead", "cancelled", "oldest", "paused"]  # fmt: skip
+                              "dead", "cancelled", "oldest", "paused", "limits"]  # fmt: skip
     [mail] = [row for row in rows if row.startswith("mail ")]
     assert mail.split()[:7] == ["mail", "1", "0", "0", "0", "1", "0"]
     # The queue name to the left, the counts to the right of their columns.
@@ -582,3 +583,22 @@ def test_removing_an_unknown_schedule_exits_1(dsn: str) -> None:
     result = cli("schedule", "remove", "nope", "--dsn", dsn)
 
     assert_one_line_error(result, 1, "nope")
+
+
+def test_configure_sets_flow_limits_and_stats_shows_them(dsn: str, queue: Queue) -> None:
+    result = cli("configure", "mail", "--concurrency", "1000", "--rate-limit", "50",
+                 "--rate-period", "1", "--key-concurrency", "2", "--dsn", dsn)  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+    [stats] = [s for s in queue.stats() if s.queue == "mail"]
+    assert (stats.concurrency, stats.rate_limit, stats.rate_period, stats.key_concurrency) == (
+        1000, 50, timedelta(seconds=1), 2)
+    shown = cli("stats", "--dsn", dsn)
+    assert "running<=1000 starts<=50/1s per-key<=2" in shown.stdout
+
+
+def test_enqueue_with_a_concurrency_key_keeps_it(dsn: str, queue: Queue) -> None:
+    result = cli("enqueue", "report", "--concurrency-key", "customer-7", "--dsn", dsn)
+    assert result.exit_code == 0, result.output
+
+    assert job_row(dsn, int(result.stdout))["concurrency_key"] == "customer-7"

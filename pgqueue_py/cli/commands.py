@@ -254,7 +254,9 @@ def migrate_command(dsn: str | None) -> None:
 @main.command("worker")
 @click.argument("app", metavar="MODULE:ATTR")
 @click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Handler threads.")  # fmt: skip
+              help="Handlers at once: threads for plain ones, tasks for async.")  # fmt: skip
+@click.option("--prefetch", type=click.IntRange(min=0), default=None,
+              help="Most jobs claimed ahead of free slots [max(100, concurrency)].")  # fmt: skip
 @click.option("--queue", "queues", multiple=True, metavar="QUEUE",
               help="Queue to claim from (repeatable); default: the job types' queues.")  # fmt: skip
 @click.option("--lease", type=DURATION, default=None, metavar="SECONDS",
@@ -274,6 +276,7 @@ def migrate_command(dsn: str | None) -> None:
 def worker_command(
     app: str,
     concurrency: int,
+    prefetch: int | None,
     queues: tuple[str, ...],
     lease: timedelta | None,
     no_listen: bool,
@@ -299,9 +302,9 @@ def worker_command(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     pooler = transaction_pooler()
-    # The worker needs a connection per handler using run_once, plus three of its own.
+    # The worker opens connections of its own; this queue only names the database.
     with (
-        Queue(resolved, max_connections=concurrency + 4, transaction_pooler=pooler) as queue,
+        Queue(resolved, min_connections=0, max_connections=1, transaction_pooler=pooler) as queue,
         ExitStack() as stack,
     ):
         endpoint = None
@@ -314,6 +317,7 @@ def worker_command(
                 queue,
                 handlers,
                 concurrency=concurrency,
+                prefetch=prefetch,
                 queues=list(queues) or None,
                 lease=lease,
                 worker_id=worker_id,
@@ -406,6 +410,8 @@ class LocalDatetime(click.ParamType):  # type: ignore[type-arg]  # as Duration
 @click.option("--run-at", type=LocalDatetime(), default=None, metavar="ISO",
               help="Run at this time (ISO 8601; local time without an offset).")  # fmt: skip
 @click.option("--max-retries", type=int, default=None, help="Default: the queue's.")
+@click.option("--concurrency-key", default=None, metavar="KEY",
+              help="The group the queue's per-key limit counts this job in.")  # fmt: skip
 @click.option("--idempotency-key", default=None, metavar="KEY",
               help="If a job has this key, print its id and add nothing.")  # fmt: skip
 @dsn_option
@@ -418,6 +424,7 @@ def enqueue_command(
     delay: timedelta | None,
     run_at: datetime | None,
     max_retries: int | None,
+    concurrency_key: str | None,
     idempotency_key: str | None,
     dsn: str | None,
 ) -> None:
@@ -431,7 +438,8 @@ def enqueue_command(
     with session(dsn) as s:
         job_id = s.queue.add(
             job, data, queue=queue, priority=priority, delay=delay, run_at=run_at,
-            max_retries=max_retries, idempotency_key=idempotency_key, conn=s.conn,
+            max_retries=max_retries, idempotency_key=idempotency_key,
+            concurrency_key=concurrency_key, conn=s.conn,
         )  # fmt: skip
     click.echo(job_id)
 
@@ -631,15 +639,27 @@ def cancel_command(job_id: int, dsn: str | None) -> None:
               help="Longest delay between retries.")
 @click.option("--lease", type=DURATION, metavar="DURATION",
               help="How long a claim or heartbeat holds a job.")  # fmt: skip
+@click.option("--concurrency", type=click.IntRange(min=0),
+              help="Most running jobs in QUEUE, fleet-wide; 0: no limit.")  # fmt: skip
+@click.option("--rate-limit", type=click.IntRange(min=0),
+              help="Most job starts per --rate-period; 0: no limit.")  # fmt: skip
+@click.option("--rate-period", type=DURATION, metavar="DURATION",
+              help="The sliding window of --rate-limit.")  # fmt: skip
+@click.option("--key-concurrency", type=click.IntRange(min=0),
+              help="Most running jobs per concurrency key; 0: no limit.")  # fmt: skip
 @dsn_option
 @pooler_option
 def configure_command(queue: str, max_retries: int | None, backoff_base: timedelta | None,
                       backoff_max: timedelta | None, lease: timedelta | None,
+                      concurrency: int | None, rate_limit: int | None,
+                      rate_period: timedelta | None, key_concurrency: int | None,
                       dsn: str | None) -> None:  # fmt: skip
     """Create QUEUE or change its settings; options left out keep their value."""
     with session(dsn) as s:
         s.queue.configure_queue(queue, max_retries=max_retries, backoff_base=backoff_base,
-                                backoff_max=backoff_max, lease=lease, conn=s.conn)  # fmt: skip
+                                backoff_max=backoff_max, lease=lease, concurrency=concurrency,
+                                rate_limit=rate_limit, rate_period=rate_period,
+                                key_concurrency=key_concurrency, conn=s.conn)  # fmt: skip
     click.echo(f"queue {queue} configured")
 
 

@@ -28,12 +28,24 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 def stats_table(rows: Sequence[QueueStats]) -> str:
     headers = ("queue", "available", "scheduled", "running", "succeeded", "dead",
-               "cancelled", "oldest", "paused")  # fmt: skip
+               "cancelled", "oldest", "paused", "limits")  # fmt: skip
     return table(headers, [
         (r.queue, r.available, r.scheduled, r.running, r.succeeded, r.dead, r.cancelled,
-         age(r.oldest_runnable_age), "yes" if r.paused else "")
+         age(r.oldest_runnable_age), "yes" if r.paused else "", limits_text(r))
         for r in rows
     ])  # fmt: skip
+
+
+def limits_text(row: QueueStats) -> str:
+    """A queue's flow limits in short: ``running<=1000 starts<=50/1s per-key<=2``."""
+    parts = []
+    if row.concurrency:
+        parts.append(f"running<={row.concurrency}")
+    if row.rate_limit:
+        parts.append(f"starts<={row.rate_limit}/{age(row.rate_period) or '0s'}")
+    if row.key_concurrency:
+        parts.append(f"per-key<={row.key_concurrency}")
+    return " ".join(parts)
 
 
 def schedules_table(rows: Sequence[Schedule]) -> str:

@@ -210,6 +210,7 @@ def add(
     delay: timedelta | None,
     priority: int | None,
     queue: str | None,
+    concurrency_key: str | None,
 ) -> Call[int]:
     _check_schedule(run_at, delay)
     params = {
@@ -221,6 +222,7 @@ def add(
         "priority": priority if priority is not None else job.priority,
         "max_retries": max_retries if max_retries is not None else job.max_retries,
         "idempotency_key": idempotency_key,
+        "concurrency_key": concurrency_key,
     }
     return _scalar(_sql.ENQUEUE, params, _as_int)
 
@@ -235,14 +237,12 @@ def add_many(
     priority: int | None,
     queue: str | None,
     max_retries: int | None,
+    concurrency_keys: Sequence[str | None] | None,
 ) -> Call[list[int]]:
     _check_schedule(run_at, delay)
     items = cast("Sequence[P]", payloads)
-    keys = list(idempotency_keys) if idempotency_keys is not None else None
-    if keys is not None and len(keys) != len(items):
-        raise InvalidArgument(
-            f"invalid idempotency_keys: {len(keys)} keys for {len(items)} payloads"
-        )
+    keys = _one_per_payload("idempotency_keys", idempotency_keys, len(items))
+    limit_keys = _one_per_payload("concurrency_keys", concurrency_keys, len(items))
     params = {
         "job_name": job.name,
         "count": len(items),
@@ -253,9 +253,23 @@ def add_many(
         "priority": priority if priority is not None else job.priority,
         "max_retries": max_retries if max_retries is not None else job.max_retries,
         # An all-NULL array says nothing the absent array does not.
-        "idempotency_keys": keys if keys and any(k is not None for k in keys) else None,
+        "idempotency_keys": keys,
+        "concurrency_keys": limit_keys,
     }
     return _scalar(_sql.ENQUEUE_MANY, params, _ids)
+
+
+def _one_per_payload(
+    name: str, keys: Sequence[str | None] | None, count: int
+) -> list[str | None] | None:
+    """Keys given per payload, checked; None when absent or all None (an all-NULL array
+    says nothing the absent array does not)."""
+    if keys is None:
+        return None
+    listed = list(keys)
+    if len(listed) != count:
+        raise InvalidArgument(f"invalid {name}: {len(listed)} keys for {count} payloads")
+    return listed if any(k is not None for k in listed) else None
 
 
 # -- worker ----------------------------------------------------------------------------------
@@ -350,6 +364,10 @@ def configure_queue(
     backoff_base: timedelta | None,
     backoff_max: timedelta | None,
     lease: timedelta | None,
+    concurrency: int | None,
+    rate_limit: int | None,
+    rate_period: timedelta | None,
+    key_concurrency: int | None,
 ) -> Call[None]:
     params = {
         "queue": queue,
@@ -357,6 +375,10 @@ def configure_queue(
         "backoff_base": backoff_base,
         "backoff_max": backoff_max,
         "lease": lease,
+        "concurrency": concurrency,
+        "rate_limit": rate_limit,
+        "rate_period": rate_period,
+        "key_concurrency": key_concurrency,
     }
     return _scalar(_sql.CONFIGURE_QUEUE, params, _void)
 

@@ -21,7 +21,8 @@ ENQUEUE: LiteralString = (
     " queue => %(queue)s::text,"
     " run_at => coalesce(%(run_at)s::timestamptz, now() + %(delay)s::interval),"
     " priority => %(priority)s::integer, max_retries => %(max_retries)s::integer,"
-    " idempotency_key => %(idempotency_key)s::text)"
+    " idempotency_key => %(idempotency_key)s::text,"
+    " concurrency_key => %(concurrency_key)s::text)"
 )
 
 # One job type per call: the settings shared by every job travel once and are spread
@@ -39,7 +40,8 @@ ENQUEUE_MANY: LiteralString = (
     " array[%(count)s::integer]),"
     " priorities => array_fill(%(priority)s::integer, array[%(count)s::integer]),"
     " max_retries => array_fill(%(max_retries)s::integer, array[%(count)s::integer]),"
-    " idempotency_keys => %(idempotency_keys)b::text[])"
+    " idempotency_keys => %(idempotency_keys)b::text[],"
+    " concurrency_keys => %(concurrency_keys)b::text[])"
 )
 
 # -- worker --------------------------------------------------------------------------------
@@ -111,7 +113,9 @@ JOB_STATUS: LiteralString = (
 CONFIGURE_QUEUE: LiteralString = (
     "select pgq.configure_queue(queue => %(queue)s::text,"
     " max_retries => %(max_retries)s::integer, backoff_base => %(backoff_base)s::interval,"
-    " backoff_max => %(backoff_max)s::interval, lease => %(lease)s::interval)"
+    " backoff_max => %(backoff_max)s::interval, lease => %(lease)s::interval,"
+    " concurrency => %(concurrency)s::integer, rate_limit => %(rate_limit)s::integer,"
+    " rate_period => %(rate_period)s::interval, key_concurrency => %(key_concurrency)s::integer)"
 )
 
 PAUSE: LiteralString = "select pgq.pause(queue => %(queue)s::text)"
@@ -136,7 +140,8 @@ ONCE_RESOLVE: LiteralString = (
 
 QUEUE_STATS: LiteralString = (
     "select s.queue, s.available, s.scheduled, s.running, s.succeeded, s.dead, s.cancelled,"
-    " s.oldest_runnable_age, s.paused"
+    " s.oldest_runnable_age, s.paused, s.concurrency, s.rate_limit, s.rate_period,"
+    " s.key_concurrency"
     " from pgq.queue_stats s order by s.queue"
 )
 

@@ -147,6 +147,7 @@ class Queue:
         delay: timedelta | None = None,
         priority: int | None = None,
         queue: str | None = None,
+        concurrency_key: str | None = None,
         conn: psycopg.Connection[Any] | None = None,
     ) -> int:
         """Enqueue one job; returns its id. Calls ``pgq.enqueue``.
@@ -154,7 +155,8 @@ class Queue:
         With an ``idempotency_key`` that already exists, nothing is inserted and the
         existing job's id is returned. ``run_at`` (timezone-aware) or ``delay`` (from the
         database's clock) schedule it for later. Options left None take the job type's.
-        With ``conn`` the job joins that connection's transaction.
+        ``concurrency_key`` names the group the queue's ``key_concurrency`` limits (say,
+        a customer id). With ``conn`` the job joins that connection's transaction.
         """
         return self._run(
             _calls.add(
@@ -166,6 +168,7 @@ class Queue:
                 delay=delay,
                 priority=priority,
                 queue=queue,
+                concurrency_key=concurrency_key,
             ),
             conn,
         )
@@ -181,14 +184,16 @@ class Queue:
         priority: int | None = None,
         queue: str | None = None,
         max_retries: int | None = None,
+        concurrency_keys: Sequence[str | None] | None = None,
         conn: psycopg.Connection[Any] | None = None,
     ) -> list[int]:
         """Enqueue many jobs of one type in one statement; returns their ids in input
         order. Calls ``pgq.enqueue_many``.
 
         ``idempotency_keys``, when given, has one key (or None) per payload; a job whose
-        key exists is not inserted and the existing id takes its place. Nothing is
-        inserted when any payload is invalid.
+        key exists is not inserted and the existing id takes its place.
+        ``concurrency_keys``, likewise one per payload, are the jobs' concurrency keys.
+        Nothing is inserted when any payload is invalid.
         """
         return self._run(
             _calls.add_many(
@@ -200,6 +205,7 @@ class Queue:
                 priority=priority,
                 queue=queue,
                 max_retries=max_retries,
+                concurrency_keys=concurrency_keys,
             ),
             conn,
         )
@@ -345,10 +351,16 @@ class Queue:
         backoff_base: timedelta | None = None,
         backoff_max: timedelta | None = None,
         lease: timedelta | None = None,
+        concurrency: int | None = None,
+        rate_limit: int | None = None,
+        rate_period: timedelta | None = None,
+        key_concurrency: int | None = None,
         conn: psycopg.Connection[Any] | None = None,
     ) -> None:
-        """Create or update a queue's settings; None keeps the current value. Calls
-        ``pgq.configure_queue``."""
+        """Create or update a queue's settings; None keeps the current value. The flow
+        limits hold fleet-wide inside ``pgq.claim``: at most ``concurrency`` running jobs,
+        ``rate_limit`` starts per sliding ``rate_period``, ``key_concurrency`` running jobs
+        per concurrency key; 0 removes a limit. Calls ``pgq.configure_queue``."""
         return self._run(
             _calls.configure_queue(
                 queue,
@@ -356,6 +368,10 @@ class Queue:
                 backoff_base=backoff_base,
                 backoff_max=backoff_max,
                 lease=lease,
+                concurrency=concurrency,
+                rate_limit=rate_limit,
+                rate_period=rate_period,
+                key_concurrency=key_concurrency,
             ),
             conn,
         )

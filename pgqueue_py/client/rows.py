@@ -106,6 +106,13 @@ class QueueStats:
     cancelled: int
     oldest_runnable_age: timedelta | None
     paused: bool
+    concurrency: int
+    """At most this many running jobs in the queue, fleet-wide; 0: no limit."""
+    rate_limit: int
+    """At most this many job starts per ``rate_period``; 0: no limit."""
+    rate_period: timedelta
+    key_concurrency: int
+    """At most this many running jobs per ``concurrency_key``; 0: no limit."""
 
 
 @dataclass(frozen=True)

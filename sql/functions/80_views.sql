@@ -1,7 +1,8 @@
 -- Views for operators: psql is a first-class console.
 
 -- Per queue: jobs due now, scheduled for later, running, and finished by state
--- (succeeded counts until pruned), and how long the oldest due job has waited.
+-- (succeeded counts until pruned), and how long the oldest due job has waited;
+-- then the queue's flow limits as configure_queue set them (0: no limit).
 create or replace view pgq.queue_stats as
 select q.queue,
        count(j.id) filter (where j.state = 'available' and j.run_at <= now()) as available,
@@ -12,12 +13,16 @@ select q.queue,
        count(j.id) filter (where j.state = 'cancelled')                       as cancelled,
        now() - min(j.run_at) filter (where j.state = 'available' and j.run_at <= now())
                                                                               as oldest_runnable_age,
-       q.paused
+       q.paused,
+       q.concurrency,
+       q.rate_limit,
+       q.rate_period,
+       q.key_concurrency
   from pgq.queues q
   left join pgq.jobs j on j.queue = q.queue
- group by q.queue, q.paused;
+ group by q.queue, q.paused, q.concurrency, q.rate_limit, q.rate_period, q.key_concurrency;
 comment on view pgq.queue_stats is
-    'Per queue: available (due now), scheduled, running, succeeded, dead, cancelled, oldest_runnable_age, paused.';
+    'Per queue: available (due now), scheduled, running, succeeded, dead, cancelled, oldest_runnable_age, paused, and the flow limits concurrency, rate_limit, rate_period, key_concurrency (0: none).';
 
 -- Jobs that used their attempts (or failed with retry => false), with their last error.
 create or replace view pgq.dead_letter as

@@ -5,8 +5,8 @@ revoke all on all functions in schema pgq from public;
 revoke all on all tables in schema pgq from public;
 
 grant execute on function
-    pgq.enqueue(text, jsonb, text, timestamptz, integer, integer, text),
-    pgq.enqueue_many(text[], jsonb[], text[], timestamptz[], integer[], integer[], text[])
+    pgq.enqueue(text, jsonb, text, timestamptz, integer, integer, text, text),
+    pgq.enqueue_many(text[], jsonb[], text[], timestamptz[], integer[], integer[], text[], text[])
     to pgq_producer, pgq_admin;
 
 grant execute on function
@@ -30,7 +30,8 @@ grant execute on function
 grant execute on function pgq.tick() to pgq_worker, pgq_admin;
 
 grant execute on function
-    pgq.configure_queue(text, integer, interval, interval, interval),
+    pgq.configure_queue(text, integer, interval, interval, interval, integer, integer, interval,
+                        integer),
     pgq.pause(text),
     pgq.resume(text),
     pgq.cancel(bigint),
