@@ -13,12 +13,14 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import IO, Any, ClassVar, TypeVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import click
 import psycopg
@@ -40,6 +42,9 @@ from pgqueue_py.client.queue import DSN_ENV, Queue
 from pgqueue_py.migrate import MigrateError, migrate
 from pgqueue_py.testing.throwaway import PostgresBinariesNotFound, ThrowawayPostgresError
 from pgqueue_py.worker import Handler, Worker, WorkerThreadDied
+
+if TYPE_CHECKING:
+    from pgqueue_py.metrics import MetricsServer, WorkerMetrics
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -223,6 +228,9 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
 
 DURATION = Duration()
 
+PORT = click.IntRange(min=0, max=65535)
+"""A TCP port; 0 lets the system choose a free one."""
+
 
 # -- migrate -------------------------------------------------------------------------------
 
@@ -258,6 +266,11 @@ def migrate_command(dsn: str | None) -> None:
               help="Name recorded with each claim; default: host:pid:random.")  # fmt: skip
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)  # fmt: skip
+@click.option("--metrics-port", type=PORT, default=None, metavar="PORT",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port)."
+              " Needs pgqueue[metrics].")  # fmt: skip
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, metavar="HOST",
+              help="The address --metrics-port binds.")  # fmt: skip
 @dsn_option
 @pooler_option
 def worker_command(
@@ -269,6 +282,8 @@ def worker_command(
     no_listen: bool,
     worker_id: str | None,
     log_level: str,
+    metrics_port: int | None,
+    metrics_host: str,
     dsn: str | None,
 ) -> None:
     """Run the handlers in MODULE:ATTR until SIGTERM/SIGINT.
@@ -288,7 +303,15 @@ def worker_command(
     )
     pooler = transaction_pooler()
     # The worker opens connections of its own; this queue only names the database.
-    with Queue(resolved, min_connections=0, max_connections=1, transaction_pooler=pooler) as queue:
+    with (
+        Queue(resolved, min_connections=0, max_connections=1, transaction_pooler=pooler) as queue,
+        ExitStack() as stack,
+    ):
+        endpoint = None
+        if metrics_port is not None:
+            endpoint = stack.enter_context(
+                metrics_endpoint(resolved, host=metrics_host, port=metrics_port, worker=True)
+            )
         try:
             worker = Worker(
                 queue,
@@ -299,9 +322,12 @@ def worker_command(
                 lease=lease,
                 worker_id=worker_id,
                 listen=not (no_listen or pooler),  # no LISTEN through a pooler
+                observer=endpoint.worker_metrics if endpoint is not None else None,
             )
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from exc
+        if endpoint is not None and endpoint.worker_metrics is not None:
+            endpoint.worker_metrics.track_running(worker)
         worker.run()
 
 
@@ -728,3 +754,80 @@ def demo_command(jobs: int, workers: int, crash: bool, dsn: str | None) -> None:
     and a worker killed mid-run. Without --dsn/DATABASE_URL it starts a throwaway
     PostgreSQL cluster of its own (and deletes it at the end)."""
     demo.run(dsn=require_dsn(dsn) if dsn else None, jobs=jobs, workers=workers, crash=crash)
+
+
+# -- metrics -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricsEndpoint:
+    """A running ``/metrics`` server, and the worker observer feeding it, if any."""
+
+    server: MetricsServer
+    worker_metrics: WorkerMetrics | None
+
+
+@contextmanager
+def metrics_endpoint(dsn: str, *, host: str, port: int, worker: bool) -> Iterator[MetricsEndpoint]:
+    """Serve the queue gauges (and with ``worker``, a worker's series) at
+    ``http://host:port/metrics`` until the block ends. The gauges read through a pool of
+    their own, one connection, so a busy worker never delays a scrape."""
+    try:
+        from prometheus_client import CollectorRegistry
+
+        from pgqueue_py import metrics
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"metrics need prometheus_client ({exc}): pip install 'pgqueue[metrics]'"
+        ) from exc
+    registry = CollectorRegistry()
+    worker_metrics = metrics.WorkerMetrics(registry) if worker else None
+    with Queue(dsn, min_connections=1, max_connections=1, pool_timeout=METRICS_READ_TIMEOUT,
+               transaction_pooler=transaction_pooler()) as stats_queue:  # fmt: skip
+        registry.register(metrics.QueueStatsCollector(stats_queue))
+        try:
+            server = metrics.serve(registry, host=host, port=port)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
+            ) from exc
+        with server:
+            logging.getLogger("pgqueue_py.metrics").info("serving metrics at %s", server.url)
+            yield MetricsEndpoint(server, worker_metrics)
+
+
+METRICS_READ_TIMEOUT = timedelta(seconds=5)
+"""How long a scrape waits for the gauges' connection before reporting them down."""
+
+
+@main.command("metrics")
+@click.option("--port", type=PORT, required=True,
+              help="Serve at http://HOST:PORT/metrics (0: any free port).")  # fmt: skip
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address to bind.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True)  # fmt: skip
+@dsn_option
+@pooler_option
+def metrics_command(port: int, host: str, log_level: str, dsn: str | None) -> None:
+    """Export the queue gauges (pgq.queue_stats, read at most once a second) for
+    Prometheus until SIGTERM/SIGINT, for fleets whose workers do not serve metrics.
+    Needs pgqueue[metrics]."""
+    resolved = require_dsn(dsn)
+    with psycopg.connect(resolved, connect_timeout=10):
+        pass  # an unreachable database is an error now
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    stop = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda *_: stop.set())
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        with metrics_endpoint(resolved, host=host, port=port, worker=False):
+            stop.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
