@@ -4,6 +4,8 @@
 --   available --claim--> running --complete--> succeeded
 --                        running --fail, lease expiry--> available (retry, after
 --                                  backoff) or dead (retry false, or attempts used up)
+--   running --release_lost_claims--> available (the claim's answer was lost; the
+--                                  attempt is not counted)
 --   available or running --cancel--> cancelled;  dead or cancelled --retry--> available
 --   succeeded, dead and cancelled are finished: they stay until prune.
 --

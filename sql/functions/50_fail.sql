@@ -1,6 +1,7 @@
 -- Fail: the attempt failed. The database schedules the retry with exponential
 -- backoff, or dead-letters the job when its attempts are used up; each attempt's
--- error is kept in pgq.attempt_errors.
+-- error is kept in pgq.attempt_errors. The backoff and the dead-letter rule are
+-- in 03_shared.sql (_backoff, _fail_jobs), since claim and complete fail attempts too.
 
 -- Fail the current attempt of a running job. Fenced by the lease token. The error
 -- text is kept (up to 10,000 characters). With retry => false, or when the job has
