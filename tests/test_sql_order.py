@@ -92,7 +92,6 @@ def test_fail_jobs_is_called_with_named_arguments() -> None:
              for path in sorted(FUNCTIONS_DIR.glob("*.sql"))
              for call in re.finditer(r"pgq\._fail_jobs\s*\([^;]*", _code(path))]  # fmt: skip
     assert len(calls) >= 3, calls
-    positional = [c for c in calls
-                  if not all(f"{arg} =>" in c[1]
-                             for arg in ("job_ids", "errors", "retry", "clear_lease_token"))]  # fmt: skip
+    names = ("job_ids", "errors", "retry", "clear_lease_token")
+    positional = [c for c in calls if not all(f"{arg} =>" in c[1] for arg in names)]
     assert positional == []
