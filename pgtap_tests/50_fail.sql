@@ -1,54 +1,7 @@
--- pgtap_tests/50_fail.sql: pgq._backoff and pgq.fail.
+-- pgtap_tests/50_fail.sql: pgq.fail (pgq._backoff, _fail_jobs, _fail_lapsed: 03_shared.sql).
 begin;
 \ir _fixtures.psql
-select plan(80);
-
--- _backoff: for attempt n the delay lies in [d/2, d], d = min(max, base * 2^(n-1)).
--- 200 samples per attempt: every one within the bounds, and spread over them.
-create temporary table backoff_samples as
-select s.attempt, s.low, s.high, pgq._backoff(s.attempt, interval '10 seconds', interval '1 minute') as delay
-  from (values (1, interval '5 seconds', interval '10 seconds'),
-               (2, interval '10 seconds', interval '20 seconds'),
-               (3, interval '20 seconds', interval '40 seconds'),
-               (4, interval '30 seconds', interval '1 minute'),
-               (30, interval '30 seconds', interval '1 minute')) as s(attempt, low, high)
- cross join generate_series(1, 200);
-
-select ok(min(b.delay) >= b.low and max(b.delay) <= b.high,
-          format('_backoff(%s, 10s, 1min): 200 delays lie in [%s, %s] (min %s, max %s)',
-                 b.attempt, b.low, b.high, min(b.delay), max(b.delay)))
-  from backoff_samples b group by b.attempt, b.low, b.high order by b.attempt;
-select ok(max(b.delay) - min(b.delay) > (b.high - b.low) / 2,
-          format('_backoff(%s, 10s, 1min): the jitter spreads the delays over their range', b.attempt))
-  from backoff_samples b group by b.attempt, b.low, b.high order by b.attempt;
-
--- A huge attempt number is capped at backoff_max and never overflows the interval.
-select lives_ok('select pgq._backoff(1000, interval ''1 second'', interval ''1 hour'')',
-    '_backoff of attempt 1000 with a base of 1 second does not overflow');
-select lives_ok('select pgq._backoff(1000, interval ''1 hour'', interval ''1 day'')',
-    '_backoff of attempt 1000 with a base of 1 hour does not overflow');
-select lives_ok('select pgq._backoff(1000, interval ''1 day'', interval ''30 days'')',
-    '_backoff of attempt 1000 with a base of 1 day does not overflow');
-select lives_ok('select pgq._backoff(2147483647, interval ''1 hour'', interval ''1 day'')',
-    '_backoff of the largest attempt number does not overflow');
-select ok(bool_and(pgq._backoff(1000, interval '1 hour', interval '1 day')
-                   between interval '12 hours' and interval '1 day'),
-    '_backoff of attempt 1000 is capped at backoff_max: within [max/2, max]')
-  from generate_series(1, 50);
-
--- _backoff is internal: no role may call it.
-set local role pgq_producer;
-select throws_ok('select pgq._backoff(1, interval ''1 second'', interval ''1 hour'')',
-    '42501', null, 'pgq_producer may not call _backoff');
-reset role;
-set local role pgq_worker;
-select throws_ok('select pgq._backoff(1, interval ''1 second'', interval ''1 hour'')',
-    '42501', null, 'pgq_worker may not call _backoff');
-reset role;
-set local role pgq_admin;
-select throws_ok('select pgq._backoff(1, interval ''1 second'', interval ''1 hour'')',
-    '42501', null, 'pgq_admin may not call _backoff');
-reset role;
+select plan(62);
 
 -- fail schedules a retry with backoff: a queue with base 10 seconds, max 1 minute.
 select pgq_test.fresh_queue('fail') as q \gset

@@ -1,3 +1,47 @@
+-- The engine, read in file order: no file calls a function defined in a later one.
+--
+-- States of a job (pgq.jobs.state):
+--   available --claim--> running --complete--> succeeded
+--                        running --fail, lease expiry--> available (retry, after
+--                                  backoff) or dead (retry false, or attempts used up)
+--   running --release_lost_claims--> available (the claim's answer was lost; the
+--                                  attempt is not counted)
+--   available or running --cancel--> cancelled;  dead or cancelled --retry--> available
+--   succeeded, dead and cancelled are finished: they stay until prune.
+--
+-- Who calls what (grants in 90_grants.sql):
+--   producers (pgq_producer): enqueue, enqueue_many, job_status
+--   workers (pgq_worker): claim, heartbeat(_many), complete(_many), fail, once_begin,
+--     once_finish, once_abort, release_lost_claims, tick, job_status
+--   operators (pgq_admin): all of the above, plus configure_queue, pause, resume,
+--     cancel, retry, retry_dead, prune, once_resolve, schedule, unschedule
+--   internal pgq._ functions: called only by the functions above, granted to no role.
+--
+-- Where each promise is kept:
+--   00_errors.sql     the project's SQLSTATEs (pgq.error_codes)
+--   03_shared.sql     helpers more than one stage calls; how a failed attempt ends:
+--                     backoff, and the dead-letter rule, decided once in _fail_jobs
+--   05_queues.sql     queue settings and flow limits, pause and resume
+--   10_enqueue.sql    validation, idempotency keys, wake-up of listening workers
+--   15_schedules.sql  cron parsing; tick enqueues each slot once, leader-free
+--   20_claim.sql      at most one holder per job (lease token), lease expiry is a
+--                     failed attempt, flow limits held fleet-wide
+--   30_heartbeat.sql  only the current, unexpired lease extends; cancel is reported
+--   40_complete.sql   fenced completion with results, late completion while unclaimed
+--   50_fail.sql       fenced failure, late failure while unclaimed
+--   60_once.sql       a guarded side effect runs at most once per job and effect key
+--   70_operator.sql   cancel, retry, prune, job_status
+--   80_views.sql      read-only views for operators
+--   90_grants.sql     who may call what
+--
+-- Lock order, followed by every call that locks more than one row:
+--   1. queue rows (pgq.queues), in queue name order (claim of flow-limited queues);
+--   2. then jobs, in ascending id order (heartbeat_many, complete_many, retry_dead,
+--      prune), so two calls over the same jobs wait for each other and never deadlock.
+--   A claim must never wait: it locks jobs in claim order with skip locked (as does
+--   lease expiry and tick over schedules). Keyed enqueue_many inserts in idempotency
+--   key order, so overlapping batches wait instead of deadlocking.
+
 -- The project's own SQLSTATEs, in one place. Class PQ: PQ0xx bad arguments,
 -- PQ1xx worker calls (fencing, run-once), PQ2xx operator calls.
 create or replace view pgq.error_codes as
@@ -24,81 +68,3 @@ select v.sqlstate, v.name, v.meaning
   ) as v(sqlstate, name, meaning);
 comment on view pgq.error_codes is
     'The SQLSTATE codes pgq raises, with their names and meanings.';
-
--- Internal: refuse a worker call for a job not held under the caller's lease
--- (PQ101), saying plainly why: the lease expired, another attempt holds the job,
--- the job finished or is gone. Called only on the refusal path.
-create or replace function pgq._lease_lost(job_id bigint)
-returns void
-language plpgsql security definer set search_path = pg_catalog, pg_temp
-as $$
-declare
-    v_job pgq.jobs;
-    v_why text;
-begin
-    select * into v_job from pgq.jobs j where j.id = _lease_lost.job_id;
-    v_why := case
-        when v_job.id is null then 'no such job (it may have been pruned)'
-        when v_job.state = 'running' and v_job.lease_expires_at <= now()
-            then format('its lease expired at %s', v_job.lease_expires_at)
-        when v_job.state = 'running'
-            then format('attempt %s holds it now (worker %s)', v_job.attempt, v_job.worker_id)
-        else format('the job is %s', v_job.state)
-        end;
-    raise exception using
-        errcode = 'PQ101',
-        message = format('job %s: lease lost: %s', _lease_lost.job_id, v_why),
-        hint = 'Stop working on this job: nothing was recorded for this call.';
-end;
-$$;
-comment on function pgq._lease_lost(bigint) is
-    'Internal: raise PQ101 (lease_lost) for a job, saying why the caller no longer holds it.';
-
--- Internal: refuse a call whose lease token is not the job's current, unexpired one.
-create or replace function pgq._require_lease(job_id bigint, lease_token uuid)
-returns integer
-language plpgsql security definer set search_path = pg_catalog, pg_temp
-as $$
-declare
-    v_attempt integer;
-begin
-    select j.attempt into v_attempt
-      from pgq.jobs j
-     where j.id = _require_lease.job_id
-       and j.state = 'running'
-       and j.lease_token = _require_lease.lease_token
-       and j.lease_expires_at > now();
-    if not found then
-        perform pgq._lease_lost(_require_lease.job_id);
-    end if;
-    return v_attempt;
-end;
-$$;
-comment on function pgq._require_lease(bigint, uuid) is
-    'Internal: the attempt number of a job held under this token; PQ101 otherwise.';
-
--- Internal: lock a job for an operator call and return its state; PQ201 when there
--- is no such job, PQ202 when its state is not one of `states` (`action` names the call).
-create or replace function pgq._lock_job(job_id bigint, states text[], action text)
-returns text
-language plpgsql security definer set search_path = pg_catalog, pg_temp
-as $$
-declare
-    v_state text;
-begin
-    select j.state into v_state from pgq.jobs j where j.id = _lock_job.job_id for update;
-    if not found then
-        raise exception using errcode = 'PQ201',
-            message = format('job %s not found', _lock_job.job_id),
-            hint = 'It may have been pruned.';
-    end if;
-    if not v_state = any (_lock_job.states) then
-        raise exception using errcode = 'PQ202',
-            message = format('job %s is %s: only %s jobs can be %s', _lock_job.job_id, v_state,
-                             array_to_string(_lock_job.states, ' or '), _lock_job.action);
-    end if;
-    return v_state;
-end;
-$$;
-comment on function pgq._lock_job(bigint, text[], text) is
-    'Internal: lock a job for an operator call; PQ201 unknown job, PQ202 state not in states.';

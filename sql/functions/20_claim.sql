@@ -26,7 +26,8 @@ begin
     if v_ids is null then
         return 0;
     end if;
-    perform pgq._fail_jobs(v_ids, v_errors, true, true);
+    perform pgq._fail_jobs(job_ids => v_ids, errors => v_errors, retry => true,
+                           clear_lease_token => true);
     return cardinality(v_ids);
 end;
 $$;

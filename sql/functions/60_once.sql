@@ -4,6 +4,29 @@
 -- begun and never finished means the outcome is unknown: it is reported, never
 -- silently repeated.
 
+-- Internal: refuse a call whose lease token is not the job's current, unexpired one.
+create or replace function pgq._require_lease(job_id bigint, lease_token uuid)
+returns integer
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_attempt integer;
+begin
+    select j.attempt into v_attempt
+      from pgq.jobs j
+     where j.id = _require_lease.job_id
+       and j.state = 'running'
+       and j.lease_token = _require_lease.lease_token
+       and j.lease_expires_at > now();
+    if not found then
+        perform pgq._lease_lost(_require_lease.job_id);
+    end if;
+    return v_attempt;
+end;
+$$;
+comment on function pgq._require_lease(bigint, uuid) is
+    'Internal: the attempt number of a job held under this token; PQ101 otherwise.';
+
 -- Ask whether to run a side effect. Returns one row (status, result):
 --   run     - no attempt began it: the marker is now recorded, run it; or this is a
 --             resend of the very request that recorded it (same lease token, same

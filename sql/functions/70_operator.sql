@@ -1,6 +1,32 @@
 -- Operator calls: cancel, retry from the dead letter, prune finished jobs; and
 -- job_status, with which producers follow the jobs they added.
 
+-- Internal: lock a job for an operator call and return its state; PQ201 when there
+-- is no such job, PQ202 when its state is not one of `states` (`action` names the call).
+create or replace function pgq._lock_job(job_id bigint, states text[], action text)
+returns text
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_state text;
+begin
+    select j.state into v_state from pgq.jobs j where j.id = _lock_job.job_id for update;
+    if not found then
+        raise exception using errcode = 'PQ201',
+            message = format('job %s not found', _lock_job.job_id),
+            hint = 'It may have been pruned.';
+    end if;
+    if not v_state = any (_lock_job.states) then
+        raise exception using errcode = 'PQ202',
+            message = format('job %s is %s: only %s jobs can be %s', _lock_job.job_id, v_state,
+                             array_to_string(_lock_job.states, ' or '), _lock_job.action);
+    end if;
+    return v_state;
+end;
+$$;
+comment on function pgq._lock_job(bigint, text[], text) is
+    'Internal: lock a job for an operator call; PQ201 unknown job, PQ202 state not in states.';
+
 -- Cancel an available or running job. Cooperative for a running one: its worker
 -- loses the lease, and the job keeps that lease's token (with no expiry) so that
 -- the worker's next heartbeat answers cancelled (heartbeat_many) or PQ103
