@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test pgtap lint demo bench clean check-pg-prove
+.PHONY: venv test pgtap lint demo bench bench-peers clean check-pg-prove
 
 venv: $(STAMP)
 
@@ -34,6 +34,21 @@ demo: $(STAMP)
 bench: $(STAMP)
 	@if [ -x bench/run ]; then PATH="$(CURDIR)/$(BIN):$$PATH" bench/run; \
 	else echo "no bench/run yet"; fi
+
+# pgqueue beside PgQueuer and Procrastinate (see bench/peers/peers.py). A venv of its own
+# holds the peers (latest from PyPI), matplotlib and this package; ARGS=--quick (or
+# BENCH_PEERS_QUICK=1) is a small smoke run.
+PEERS_VENV  := bench/peers/.venv
+PEERS_STAMP := $(PEERS_VENV)/.installed
+
+$(PEERS_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet --upgrade pip
+	$(PEERS_VENV)/bin/pip install --quiet --upgrade 'pgqueuer[asyncpg]' procrastinate matplotlib -e '.[binary]'
+	touch $@
+
+bench-peers: $(PEERS_STAMP)
+	$(PEERS_VENV)/bin/python bench/peers/peers.py $(ARGS)
 
 check-pg-prove:
 	@command -v pg_prove >/dev/null 2>&1 || { \

@@ -1,11 +1,18 @@
 """Engine benchmark: the pgq functions under pgbench, beside a bare SKIP LOCKED queue.
 
     python bench/engine.py [--dsn DSN] [--clients 2] [--seconds 5]
+                           [--flow-only] [--flow-rounds 3] [--flow-transactions 300]
+                           [--baseline GIT_REF]
 
 Uses DATABASE_URL (or --dsn) when given, else a throwaway local cluster with durable
 settings (fsync on), so the figures are those of a real server. Each scenario runs in a
 fresh database built by ``migrate``. Prints one table, and the plan of a claim on a table
 holding 100k finished and 100k available jobs.
+
+Then the cost of flow control: claim + complete_many at batch 100 with no limit, with a queue
+``concurrency`` of 1,000 and with ``key_concurrency`` 1 over 10,000 distinct keys, in rounds
+that interleave the scenarios (medians printed). ``--baseline REF`` adds the same no-limit
+drain on the engine of a git ref (its ``sql/`` directory, e.g. ``main``), side by side.
 """
 
 from __future__ import annotations
@@ -14,17 +21,23 @@ import argparse
 import contextlib
 import os
 import re
+import statistics
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 
 from pgqueue_py.migrate import migrate
 from pgqueue_py.testing import create_database, drop_database, libpq_env, unique_name
 from pgqueue_py.testing.throwaway import ThrowawayPostgres
+
+if TYPE_CHECKING:
+    from typing_extensions import LiteralString
 
 HERE = Path(__file__).resolve().parent
 PGBENCH_DIR = HERE / "pgbench"
@@ -48,12 +61,12 @@ def server(dsn: str | None) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def fresh_database(server_dsn: str) -> Iterator[str]:
+def fresh_database(server_dsn: str, sql_path: Path | None = None) -> Iterator[str]:
     name = unique_name("pgq_bench")
     create_database(server_dsn, name)
     try:
         db_dsn = psycopg.conninfo.make_conninfo(server_dsn, dbname=name)
-        migrate(db_dsn)
+        migrate(db_dsn, sql_path=sql_path)
         with psycopg.connect(db_dsn, autocommit=True) as conn:
             conn.execute((PGBENCH_DIR / "bare_setup.sql").read_text())
         yield db_dsn
@@ -61,17 +74,28 @@ def fresh_database(server_dsn: str) -> Iterator[str]:
         drop_database(server_dsn, name)
 
 
-def preload(dsn: str, jobs: int) -> None:
-    """``jobs`` available jobs in queue 'bench' and as many bare rows, then vacuum."""
+def preload(dsn: str, jobs: int, *, keys: int | None = None) -> None:
+    """``jobs`` available jobs in queue 'bench' and as many bare rows, then vacuum. With
+    ``keys``, the jobs take concurrency keys round-robin from that many distinct keys."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         for start in range(0, jobs, 50_000):
             n = min(50_000, jobs - start)
-            conn.execute(
-                "select pgq.enqueue_many(array_fill('bench_job'::text, array[%(n)s]),"
-                " array_fill('{\"n\": 1}'::jsonb, array[%(n)s]),"
-                " array_fill('bench'::text, array[%(n)s]))",
-                {"n": n},
-            )
+            if keys is None:
+                conn.execute(
+                    "select pgq.enqueue_many(array_fill('bench_job'::text, array[%(n)s]),"
+                    " array_fill('{\"n\": 1}'::jsonb, array[%(n)s]),"
+                    " array_fill('bench'::text, array[%(n)s]))",
+                    {"n": n},
+                )
+            else:
+                conn.execute(
+                    "select pgq.enqueue_many(array_fill('bench_job'::text, array[%(n)s]),"
+                    " array_fill('{\"n\": 1}'::jsonb, array[%(n)s]),"
+                    " array_fill('bench'::text, array[%(n)s]),"
+                    " concurrency_keys => array(select 'key-' || ((%(start)s + g) %% %(keys)s)"
+                    " from generate_series(1, %(n)s) as g))",
+                    {"n": n, "start": start, "keys": keys},
+                )
             conn.execute(
                 "insert into bench_bare_jobs (payload)"
                 " select '{\"n\": 1}' from generate_series(1, %(n)s)",
@@ -127,6 +151,75 @@ def run(server_dsn: str, clients: int, seconds: int) -> list[Result]:
     return results
 
 
+@dataclass(frozen=True)
+class FlowScenario:
+    name: str
+    configure: LiteralString | None = None
+    keys: int | None = None
+    baseline: bool = False
+
+
+FLOW_SCENARIOS = (
+    FlowScenario("before: no limit (baseline engine)", baseline=True),
+    FlowScenario("no limit"),
+    FlowScenario("queue concurrency 1,000",
+                 configure="select pgq.configure_queue('bench', concurrency => 1000)"),
+    FlowScenario("key_concurrency 1, 10,000 distinct keys", keys=10_000,
+                 configure="select pgq.configure_queue('bench', key_concurrency => 1)"),
+)
+
+
+@contextlib.contextmanager
+def baseline_sql(ref: str | None) -> Iterator[Path | None]:
+    """The ``sql/`` directory of git ref ``ref``, extracted into a temporary directory."""
+    if ref is None:
+        yield None
+        return
+    archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", "--format=tar", ref,
+                              "sql"], capture_output=True, check=True)
+    with tempfile.TemporaryDirectory(prefix="pgq-baseline-") as tmp:
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        yield Path(tmp) / "sql"
+
+
+def run_flow(server_dsn: str, clients: int, transactions: int, rounds: int,
+             baseline: Path | None) -> list[tuple[FlowScenario, list[float]]]:
+    """claim + complete_many at batch 100 per scenario, ``rounds`` times, interleaved."""
+    scenarios = [s for s in FLOW_SCENARIOS if baseline is not None or not s.baseline]
+    figures: dict[str, list[float]] = {s.name: [] for s in scenarios}
+    batch = 100
+    for _ in range(rounds):
+        for scenario in scenarios:
+            sql_path = baseline if scenario.baseline else None
+            with fresh_database(server_dsn, sql_path) as dsn:
+                preload(dsn, clients * transactions * batch, keys=scenario.keys)
+                if scenario.configure is not None:
+                    with psycopg.connect(dsn, autocommit=True) as conn:
+                        conn.execute(scenario.configure)
+                tps = pgbench(dsn, "pgq_claim_complete.pgbench", clients=clients,
+                              transactions=transactions, batch=batch)
+                figures[scenario.name].append(tps * batch)
+    return [(s, figures[s.name]) for s in scenarios]
+
+
+def print_flow(results: list[tuple[FlowScenario, list[float]]], clients: int,
+               rounds: int) -> None:
+    medians = {s.name: statistics.median(v) for s, v in results}
+    reference = medians["no limit"]
+    before = medians.get(FLOW_SCENARIOS[0].name)
+    width = max(len(s.name) for s, _ in results)
+    print(f"\nFlow control: pgq.claim + pgq.complete_many, batch 100, {clients} clients,"
+          f" median of {rounds} interleaved rounds")
+    print(f"{'scenario':<{width}}  {'jobs/s':>10}  {'vs no limit':>11}  {'vs before':>9}"
+          "  rounds")
+    for scenario, values in results:
+        median = medians[scenario.name]
+        vs_before = f"{median / before:>9.1%}" if before else f"{'-':>9}"
+        rounds_text = ", ".join(f"{v:,.0f}" for v in values)
+        print(f"{scenario.name:<{width}}  {median:>10,.0f}  {median / reference:>11.1%}"
+              f"  {vs_before}  {rounds_text}")
+
+
 def explain_claim(server_dsn: str) -> str:
     """The plans inside ``pgq.claim(batch => 100)`` on 100k finished and 100k available
     jobs, as auto_explain logs them (nested statements included)."""
@@ -151,8 +244,20 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--no-explain", action="store_true")
+    parser.add_argument("--flow-only", action="store_true",
+                        help="run only the flow-control figures")
+    parser.add_argument("--flow-rounds", type=int, default=3)
+    parser.add_argument("--flow-transactions", type=int, default=300,
+                        help="pgbench transactions per client in each flow scenario")
+    parser.add_argument("--baseline", metavar="GIT_REF",
+                        help="also drain on the engine of this git ref (e.g. main)")
     args = parser.parse_args()
-    with server(args.dsn) as server_dsn:
+    with server(args.dsn) as server_dsn, baseline_sql(args.baseline) as baseline:
+        flow = run_flow(server_dsn, args.clients, args.flow_transactions, args.flow_rounds,
+                        baseline)
+        print_flow(flow, args.clients, args.flow_rounds)
+        if args.flow_only:
+            return 0
         results = run(server_dsn, args.clients, args.seconds)
         width = max(len(r.scenario) for r in results)
         print(f"\nEngine, pgbench with {args.clients} clients")

@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
-from pgqueue_py.client import Queue
+from pgqueue_py.client import AsyncQueue, Queue
 from pgqueue_py.client.errors import (
     ConfigurationError,
+    ConnectionUnavailable,
     InvalidArgument,
+    JobCancelled,
     JobNotFound,
     JobStateConflict,
     LeaseLost,
     MarkerNotBegun,
     MarkerNotFound,
+    NoResult,
     OutcomeUnknown,
     PgqError,
     QueueNotFound,
+    ResultTimeout,
+    ScheduleNotFound,
 )
 from pgqueue_py.client.jobs import JobType
 from pgqueue_py.worker import Handler, JobContext, Worker, WorkerThreadDied
 
 __all__ = [
+    "AsyncQueue",
     "ConfigurationError",
+    "ConnectionUnavailable",
     "Handler",
     "InvalidArgument",
+    "JobCancelled",
     "JobContext",
     "JobNotFound",
     "JobStateConflict",
@@ -29,10 +37,13 @@ __all__ = [
     "LeaseLost",
     "MarkerNotBegun",
     "MarkerNotFound",
+    "NoResult",
     "OutcomeUnknown",
     "PgqError",
     "Queue",
     "QueueNotFound",
+    "ResultTimeout",
+    "ScheduleNotFound",
     "Worker",
     "WorkerThreadDied",
 ]

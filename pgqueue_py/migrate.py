@@ -50,8 +50,27 @@ class MigrateResult:
     """How many ``sql/functions`` files were (re-)applied."""
 
 
-def migrate(dsn: str, *, sql_path: Path | None = None) -> MigrateResult:
-    """Apply pending migrations, then every function file; safe to run again and at once."""
+class PoolerRefused(MigrateError):
+    """``migrate`` was asked to run through a transaction-mode pooler; it needs a session."""
+
+
+def migrate(
+    dsn: str, *, sql_path: Path | None = None, transaction_pooler: bool = False
+) -> MigrateResult:
+    """Apply pending migrations, then every function file; safe to run again and at once.
+
+    ``transaction_pooler=True`` (the DSN goes through PgBouncer or Supavisor in
+    transaction mode) is refused before connecting: the advisory lock that serializes
+    concurrent runs is a session lock, and a migration file may not run in a
+    transaction at all (``-- transactional: false``), so migrate needs a direct
+    connection to PostgreSQL, or a session-mode pooler.
+    """
+    if transaction_pooler:
+        raise PoolerRefused(
+            "migrate cannot run through a transaction-mode pooler: it holds a session"
+            " advisory lock and may run statements outside a transaction; connect it"
+            " directly to PostgreSQL (or through a session-mode pool) and run it again"
+        )
     root = sql_path if sql_path is not None else sql_dir()
     # Refuse before touching the database: an edited migration means this database and
     # others could end up with different schemas under the same migration id.

@@ -32,7 +32,7 @@ select set_eq($$select e.sqlstate, e.name from pgq.error_codes e$$,
              ('PQ102', 'marker_not_begun'), ('PQ103', 'job_cancelled'),
              ('PQ201', 'job_not_found'),
              ('PQ202', 'job_state_conflict'), ('PQ203', 'queue_not_found'),
-             ('PQ204', 'marker_not_found')$$,
+             ('PQ204', 'marker_not_found'), ('PQ210', 'schedule_not_found')$$,
     'pgq.error_codes lists exactly the documented codes and names');
 
 -- The codes' classes: PQ0xx bad arguments, PQ1xx worker calls, PQ2xx operator calls.
@@ -102,10 +102,10 @@ select is((pgq_test.job(:done_id)).state, 'cancelled', 'the refused calls left t
 
 -- Everyone who may call pgq may read what its errors mean.
 set local role pgq_producer;
-select is((select count(*) from pgq.error_codes), 8::bigint, 'pgq_producer can read pgq.error_codes');
+select is((select count(*) from pgq.error_codes), 9::bigint, 'pgq_producer can read pgq.error_codes');
 reset role;
 set local role pgq_worker;
-select is((select count(*) from pgq.error_codes), 8::bigint, 'pgq_worker can read pgq.error_codes');
+select is((select count(*) from pgq.error_codes), 9::bigint, 'pgq_worker can read pgq.error_codes');
 reset role;
 
 select * from finish();

@@ -20,7 +20,7 @@ select 'pgq_producer', unnest(array['enqueue', 'enqueue_many', 'job_status'])
 union all
 select 'pgq_worker', unnest(array['claim', 'release_lost_claims', 'heartbeat', 'heartbeat_many', 'complete',
                                   'complete_many', 'fail', 'once_begin', 'once_finish',
-                                  'once_abort', 'job_status']);
+                                  'once_abort', 'job_status', 'tick']);
 
 select cmp_ok((select count(*) from pgq_functions where not internal), '>=', 19::bigint,
     'the catalog scan sees the pgq functions (the scan itself works)');
@@ -126,8 +126,8 @@ select is_empty($$select name from role_calls
     'every call granted above exists as a pgq function');
 select ok(not has_function_privilege('pgq_producer', 'pgq.claim(text, text[], integer, interval)', 'execute'),
     'pgq_producer cannot execute claim');
-select ok(not has_function_privilege('pgq_worker', 'pgq.enqueue(text, jsonb, text, timestamptz, integer, integer, text)', 'execute')
-          and not has_function_privilege('pgq_worker', 'pgq.enqueue_many(text[], jsonb[], text[], timestamptz[], integer[], integer[], text[])', 'execute'),
+select ok(not has_function_privilege('pgq_worker', 'pgq.enqueue(text, jsonb, text, timestamptz, integer, integer, text, text)', 'execute')
+          and not has_function_privilege('pgq_worker', 'pgq.enqueue_many(text[], jsonb[], text[], timestamptz[], integer[], integer[], text[], text[])', 'execute'),
     'pgq_worker cannot execute enqueue or enqueue_many');
 select ok(not has_function_privilege('pgq_worker', 'pgq.retry(bigint)', 'execute')
           and not has_function_privilege('pgq_worker', 'pgq.retry_dead(text)', 'execute'),

@@ -1,7 +1,7 @@
 -- pgtap_tests/05_queues.sql: configure_queue, pause, resume.
 begin;
 \ir _fixtures.psql
-select plan(62);
+select plan(82);
 select pgq_test.fresh_queue('cfg') as q \gset
 select pgq_test.fresh_queue('new') as q_new \gset
 select pgq_test.fresh_queue('bad') as q_bad \gset
@@ -142,6 +142,76 @@ set local role pgq_admin;
 select lives_ok(format($$select pgq.configure_queue(%L, 1); select pgq.pause(%L); select pgq.resume(%L)$$,
                        :'q', :'q', :'q'),
     'pgq_admin can call configure_queue, pause and resume');
+reset role;
+
+-- Flow limits: set, kept by NULL, removed by 0.
+select pgq_test.fresh_queue('flow') as qf \gset
+select row_eq(format($$select s.concurrency, s.rate_limit, s.rate_period, s.key_concurrency
+                         from pgq_test.queue_settings(%L) s$$, :'q_new'),
+    row(0, 0, interval '1 second', 0),
+    'a queue has no flow limits by default (0) and a rate_period of 1 second');
+select lives_ok(format($$select pgq.configure_queue(%L, concurrency => 10, rate_limit => 100,
+                                                    rate_period => interval '1 minute',
+                                                    key_concurrency => 2)$$, :'qf'),
+    'configure_queue sets the flow limits');
+select row_eq(format($$select s.concurrency, s.rate_limit, s.rate_period, s.key_concurrency, s.max_retries
+                         from pgq_test.queue_settings(%L) s$$, :'qf'),
+    row(10, 100, interval '1 minute', 2, 5),
+    'the queue has the given flow limits and the default other settings');
+select lives_ok(format($$select pgq.configure_queue(%L, max_retries => 3)$$, :'qf'),
+    'configure_queue with the flow limits NULL');
+select row_eq(format($$select s.concurrency, s.rate_limit, s.rate_period, s.key_concurrency, s.max_retries
+                         from pgq_test.queue_settings(%L) s$$, :'qf'),
+    row(10, 100, interval '1 minute', 2, 3),
+    'NULL flow limits keep their current values');
+select lives_ok(format($$select pgq.configure_queue(%L, concurrency => 0, key_concurrency => 0)$$, :'qf'),
+    'configure_queue with concurrency 0 and key_concurrency 0');
+select row_eq(format($$select s.concurrency, s.rate_limit, s.rate_period, s.key_concurrency
+                         from pgq_test.queue_settings(%L) s$$, :'qf'),
+    row(0, 100, interval '1 minute', 0),
+    '0 removes a limit and leaves the others');
+
+-- Bad flow limits are refused, naming the argument, and change nothing.
+select pgq_test.state_digest() as before \gset
+select throws_ok(format('select pgq.configure_queue(%L, concurrency => -1)', :'qf'), 'PQ001',
+    'invalid concurrency -1: must be between 0 and 1000000 (0 removes the limit)',
+    'a negative concurrency is refused with invalid_argument, naming it');
+select throws_ok(format('select pgq.configure_queue(%L, rate_limit => -5)', :'qf'), 'PQ001',
+    'invalid rate_limit -5: must be between 0 and 1000000 (0 removes the limit)',
+    'a negative rate_limit is refused with invalid_argument, naming it');
+select throws_ok(format('select pgq.configure_queue(%L, key_concurrency => 1000001)', :'qf'), 'PQ001',
+    'invalid key_concurrency 1000001: must be between 0 and 1000000 (0 removes the limit)',
+    'a key_concurrency above 1000000 is refused with invalid_argument, naming it');
+select throws_ok(format($$select pgq.configure_queue(%L, rate_period => interval '0')$$, :'qf'), 'PQ001',
+    'invalid rate_period 00:00:00: must be between 1 millisecond and 1 day',
+    'a zero rate_period is refused with invalid_argument, naming it');
+select throws_ok(format($$select pgq.configure_queue(%L, rate_limit => 5, rate_period => interval '-1 second')$$, :'qf'),
+    'PQ001', null, 'a negative rate_period is refused, also beside a good rate_limit');
+select throws_ok(format($$select pgq.configure_queue(%L, rate_period => interval '1 day 1 second')$$, :'qf'),
+    'PQ001', null, 'a rate_period above 1 day is refused');
+select throws_ok(format($$select pgq.configure_queue(%L, concurrency => 3, key_concurrency => -1)$$, :'qf'),
+    'PQ001', null, 'a bad key_concurrency beside a good concurrency is refused');
+select is(pgq_test.state_digest(), :'before', 'the refused flow limits changed nothing');
+select row_eq(format($$select s.concurrency, s.rate_limit, s.rate_period, s.key_concurrency
+                         from pgq_test.queue_settings(%L) s$$, :'qf'),
+    row(0, 100, interval '1 minute', 0),
+    'the refused calls left the flow limits as they were');
+
+-- Removing the rate limit forgets its window.
+insert into pgq.queue_starts (queue, started_at) values (:'qf', now());
+select lives_ok(format('select pgq.configure_queue(%L, rate_limit => 0)', :'qf'),
+    'configure_queue with rate_limit 0');
+select is((select count(*)::integer from pgq.queue_starts s where s.queue = :'qf'), 0,
+    'rate_limit 0 drops the queue''s logged starts');
+
+-- Only admins configure limits.
+set local role pgq_worker;
+select throws_ok(format('select pgq.configure_queue(%L, concurrency => 1)', :'qf'), '42501', null,
+    'pgq_worker cannot set flow limits');
+reset role;
+set local role pgq_admin;
+select lives_ok(format('select pgq.configure_queue(%L, concurrency => 1)', :'qf'),
+    'pgq_admin can set flow limits');
 reset role;
 
 select * from finish();

@@ -2,7 +2,7 @@
 -- workers is delivered at commit, so it is tested from Python.
 begin;
 \ir _fixtures.psql
-select plan(100);
+select plan(111);
 select pgq_test.fresh_queue('enq') as q \gset
 select pgq_test.fresh_queue('enq2') as q2 \gset
 select pgq_test.fresh_queue('bad') as q_bad \gset
@@ -206,6 +206,44 @@ select is(pgq_test.state_digest(), :'before', 'a batch with a negative max_retri
 select throws_ok($$select pgq.enqueue_many(array['a', 'b'], queues => array['ok', ''])$$, 'PQ001', null,
     'an empty queue name in a batch is refused with invalid_argument');
 select is(pgq_test.state_digest(), :'before', 'a batch with an empty queue name inserts nothing');
+
+-- Concurrency keys: kept with the job, NULL by default.
+select pgq.enqueue('keyed', '{}', :'q', concurrency_key => 'customer-7') as job_id \gset
+select is((pgq_test.job(:job_id)).concurrency_key, 'customer-7', 'enqueue keeps the concurrency_key');
+select pgq.enqueue('unkeyed', '{}', :'q') as job_id \gset
+select is((pgq_test.job(:job_id)).concurrency_key, null, 'concurrency_key defaults to NULL');
+select pgq.enqueue_many(array['a', 'b', 'c'], queues => array[:'q', :'q', :'q'],
+                        concurrency_keys => array['k1', null, 'k1']) as ids \gset
+select is(array(select j.concurrency_key from pgq.jobs j where j.id = any (:'ids'::bigint[]) order by j.id),
+    array['k1', null, 'k1'], 'enqueue_many keeps each job''s concurrency key (NULL: none)');
+
+-- Bad concurrency keys are refused, naming the argument; nothing is enqueued.
+select pgq_test.state_digest() as before \gset
+select throws_ok(format($$select pgq.enqueue('x', '{}', %L, concurrency_key => '')$$, :'q'), 'PQ001',
+    'invalid concurrency_key: must be 1 to 512 characters',
+    'an empty concurrency_key is refused with invalid_argument');
+select throws_ok(format($$select pgq.enqueue('x', '{}', %L, concurrency_key => repeat('k', 513))$$, :'q'),
+    'PQ001', null, 'an oversized concurrency_key is refused');
+select throws_ok(format($$select pgq.enqueue_many(array['a', 'b'], concurrency_keys => array['k', ''])$$),
+    'PQ001', 'invalid concurrency_key: must be 1 to 512 characters (job 2 of 2)',
+    'enqueue_many names the job with the bad concurrency_key');
+select throws_ok($$select pgq.enqueue_many(array['a', 'b'], concurrency_keys => array['k'])$$,
+    'PQ001', 'invalid concurrency_keys: concurrency_keys has 1 elements, job_names has 2',
+    'a concurrency_keys array of the wrong length is refused');
+select is(pgq_test.state_digest(), :'before', 'the refused concurrency keys enqueued nothing');
+
+-- Keyed jobs are inserted in key order (so overlapping batches cannot deadlock), yet
+-- the ids come back in input order, existing keys included.
+select pgq.enqueue('pre', '{}', :'q', idempotency_key => :'key' || '-m') as pre_id \gset
+select pgq.enqueue_many(array['z', 'm', 'a'], queues => array[:'q', :'q', :'q'],
+                        idempotency_keys => array[:'key' || '-z', :'key' || '-m', :'key' || '-a']) as ids \gset
+select is(array(select j.idempotency_key from unnest(:'ids'::bigint[]) with ordinality as i(id, ord)
+                  join pgq.jobs j on j.id = i.id order by i.ord),
+    array[:'key' || '-z', :'key' || '-m', :'key' || '-a'],
+    'enqueue_many returns the ids of unsorted keys in input order');
+select is((:'ids'::bigint[])[2], :pre_id::bigint, 'an existing key returns its job''s id in its place');
+select is((select j.job_name from pgq.jobs j where j.id = (:'ids'::bigint[])[3]), 'a',
+    'each new keyed job has its own input''s fields');
 
 -- Privileges: producers and admins enqueue, workers do not.
 set local role pgq_producer;

@@ -1,7 +1,7 @@
 -- pgtap_tests/20_claim.sql: claim, and the failing of expired leases it does first.
 begin;
 \ir _fixtures.psql
-select plan(83);
+select plan(115);
 
 -- The result columns.
 select is((select array_agg(a.name order by a.ord)
@@ -280,6 +280,142 @@ select is(pgq_test.state_digest(), :'before_release', 'the refused calls changed
 set local role pgq_worker;
 select is(pgq.release_lost_claims('w-nobody', '{}'), 0, 'pgq_worker can call release_lost_claims');
 reset role;
+
+-- Flow control: queue concurrency. A claim held back returns fewer rows, not an error.
+select pgq_test.fresh_queue('conc') as q \gset
+select pgq.configure_queue(:'q', concurrency => 2);
+select pgq.enqueue_many(array['a', 'b', 'c', 'd', 'e'], queues => array_fill(:'q'::text, array[5]),
+                        priorities => array[3, 1, 2, 5, 4]) as ids \gset
+select is((select array_agg(c.job_name order by c.ordinality)
+             from pgq.claim('w-conc', array[:'q'], 5) with ordinality as c),
+    array['b', 'c'], 'with concurrency 2 a claim of 5 takes the 2 best jobs');
+select lives_ok(format('select * from pgq.claim(%L, array[%L], 5)', 'w-conc', :'q'),
+    'a claim held back by concurrency is not an error');
+select is_empty(format('select * from pgq.claim(%L, array[%L], 5)', 'w-conc', :'q'),
+    'a queue at its concurrency yields no job');
+select is_empty(format('select * from pgq.claim(%L, array[%L], 1)', 'w-conc', :'q'),
+    'a batch of 1 is held back too');
+select j.id as done_id, j.lease_token as done_token from pgq.jobs j
+ where j.queue = :'q' and j.job_name = 'b' \gset
+select pgq.complete(:done_id, :'done_token');
+select is((select array_agg(c.job_name) from pgq.claim('w-conc', array[:'q'], 5) c),
+    array['a'], 'a finished job frees its place for the next best job');
+select is((select count(*)::integer from pgq.jobs j where j.queue = :'q' and j.state = 'running'), 2,
+    'the queue runs at most its concurrency');
+
+-- Flow control: the rate limit counts starts in a sliding rate_period.
+select pgq_test.fresh_queue('rate') as q \gset
+select pgq.configure_queue(:'q', rate_limit => 3, rate_period => interval '1 hour');
+select pgq.enqueue_many(array_fill('r'::text, array[8]), queues => array_fill(:'q'::text, array[8])) as ids \gset
+select is((select count(*)::integer from pgq.claim('w-rate', array[:'q'], 2)), 2,
+    'a rate-limited queue gives jobs up to its rate_limit');
+select is((select count(*)::integer from pgq.claim('w-rate', array[:'q'], 5)), 1,
+    'the next claim gets only what is left of the rate_limit in the window');
+select lives_ok(format('select * from pgq.claim(%L, array[%L], 5)', 'w-rate', :'q'),
+    'a claim held back by the rate limit is not an error');
+select is_empty(format('select * from pgq.claim(%L, array[%L], 5)', 'w-rate', :'q'),
+    'a queue that used its rate_limit in the window yields no job');
+select is((select count(*)::integer from pgq.queue_starts s where s.queue = :'q'), 3,
+    'each start of a rate-limited queue is logged once');
+select pgq.complete(j.id, j.lease_token) from pgq.jobs j where j.queue = :'q' and j.state = 'running';
+select is_empty(format('select * from pgq.claim(%L, array[%L], 5)', 'w-rate', :'q'),
+    'finishing jobs does not give back starts: the rate counts starts, not running jobs');
+update pgq.queue_starts s set started_at = s.started_at - interval '59 minutes 59 seconds'
+ where s.queue = :'q' and s.started_at = (select min(m.started_at) from pgq.queue_starts m where m.queue = :'q');
+select ok((select count(*) from pgq.claim('w-rate', array[:'q'], 5)) <= 1,
+    'starts still inside the window keep counting');
+update pgq.queue_starts s set started_at = s.started_at - interval '2 hours' where s.queue = :'q';
+select is((select count(*)::integer from pgq.queue_starts s where s.queue = :'q'
+             and s.started_at > clock_timestamp() - interval '1 hour'), 0,
+    'with every start backdated out of the window');
+select is((select count(*)::integer from pgq.claim('w-rate', array[:'q'], 5)), 3,
+    'starts that slid out of the window free the rate again');
+select is((select count(*)::integer from pgq.queue_starts s where s.queue = :'q'), 3,
+    'the starts outside the window are removed as the window slides');
+
+-- Flow control: per-key concurrency; a key at its limit holds back only its own jobs.
+select pgq_test.fresh_queue('keys') as q \gset
+select pgq.configure_queue(:'q', key_concurrency => 1);
+select pgq.enqueue_many(array['a1', 'a2', 'b1', 'n1', 'a3', 'c1', 'b2'],
+                        queues => array_fill(:'q'::text, array[7]),
+                        concurrency_keys => array['A', 'A', 'B', null, 'A', 'C', 'B']) as ids \gset
+select is((select array_agg(c.job_name order by c.ordinality)
+             from pgq.claim('w-keys', array[:'q'], 10) with ordinality as c),
+    array['a1', 'b1', 'n1', 'c1'],
+    'with key_concurrency 1 a batch takes one job per key, skipping the held-back ones, and keyless jobs');
+select lives_ok(format('select * from pgq.claim(%L, array[%L], 5)', 'w-keys', :'q'),
+    'a claim held back by key_concurrency is not an error');
+select is_empty(format('select * from pgq.claim(%L, array[%L], 5)', 'w-keys', :'q'),
+    'jobs whose keys are at their limit are not claimed');
+select pgq.enqueue('d1', '{}', :'q', concurrency_key => 'D');
+select is((select array_agg(c.job_name) from pgq.claim('w-keys', array[:'q'], 5) c),
+    array['d1'], 'a job of a free key behind held-back jobs is claimed');
+select pgq.complete(j.id, j.lease_token) from pgq.jobs j where j.queue = :'q' and j.job_name = 'a1';
+select is((select array_agg(c.job_name) from pgq.claim('w-keys', array[:'q'], 5) c),
+    array['a2'], 'a finished job lets the next job of its key run');
+select pgq.configure_queue(:'q', key_concurrency => 3);
+select is((select array_agg(c.job_name order by c.ordinality)
+             from pgq.claim('w-keys', array[:'q'], 5) with ordinality as c),
+    array['a3', 'b2'], 'a raised key_concurrency lets more jobs of a key run at once');
+select is((select max(n)::integer from (select count(*) as n from pgq.jobs j
+             where j.queue = :'q' and j.state = 'running' group by j.concurrency_key) c), 2,
+    'no key runs more jobs than its limit');
+
+-- Many jobs of one key in a batch: only key_concurrency of them.
+select pgq_test.fresh_queue('keys2') as q \gset
+select pgq.configure_queue(:'q', key_concurrency => 2, concurrency => 3);
+select pgq.enqueue_many(array_fill('k'::text, array[6]), queues => array_fill(:'q'::text, array[6]),
+                        concurrency_keys => array['K', 'K', 'K', 'K', 'L', 'L']) as ids \gset
+select is((select array_agg(j.concurrency_key order by c.id)
+             from pgq.claim('w-keys2', array[:'q'], 10) c join pgq.jobs j on j.id = c.id),
+    array['K', 'K', 'L'], 'key_concurrency and concurrency together: both limits hold');
+
+-- A key that fills up within a batch: its later jobs are passed over, page after page,
+-- until a job of another key is found.
+select pgq_test.fresh_queue('keys3') as q \gset
+select pgq.configure_queue(:'q', key_concurrency => 1);
+select pgq.enqueue_many(array_fill('k'::text, array[25]) || array['other'],
+                        queues => array_fill(:'q'::text, array[26]),
+                        concurrency_keys => array_fill('K'::text, array[25]) || array['L']) as ids \gset
+select is((select array_agg(j.concurrency_key order by c.id)
+             from pgq.claim('w-keys3', array[:'q'], 10) c join pgq.jobs j on j.id = c.id),
+    array['K', 'L'], 'jobs of a key filled in this batch do not hide a free key''s job pages later');
+
+-- Several queues in one claim: a limited queue at its limit does not hold back the others.
+select pgq_test.fresh_queue('lim') as q_lim \gset
+select pgq_test.fresh_queue('free') as q_free \gset
+select pgq.configure_queue(:'q_lim', concurrency => 1);
+select pgq.enqueue_many(array['l1', 'l2', 'l3'], queues => array_fill(:'q_lim'::text, array[3]),
+                        priorities => array[-1, -1, -1]) as ids \gset
+select pgq.enqueue_many(array['f1', 'f2'], queues => array_fill(:'q_free'::text, array[2])) as ids \gset
+select is((select array_agg(c.job_name order by c.ordinality)
+             from pgq.claim('w-multi', array[:'q_free', :'q_lim'], 10) with ordinality as c),
+    array['l1', 'f1', 'f2'], 'a claim over a limited and an unlimited queue takes what each allows, in claim order');
+select is((select array_agg(c.job_name order by c.ordinality)
+             from pgq.claim('w-multi', array[:'q_free', :'q_lim'], 10) with ordinality as c),
+    null, 'then nothing is left to take: the limited queue is at its limit');
+select pgq.enqueue('f3', '{}', :'q_free');
+select is((select array_agg(c.job_name) from pgq.claim('w-multi', array[:'q_lim', :'q_free'], 2) c),
+    array['f3'], 'the unlimited queue is still claimed beside the held-back one');
+
+-- A paused limited queue yields nothing; an explicit lease is used as given.
+select pgq_test.fresh_queue('limp') as q \gset
+select pgq.configure_queue(:'q', concurrency => 5);
+select pgq.enqueue('p', '{}', :'q');
+select pgq.pause(:'q');
+select is_empty(format('select * from pgq.claim(%L, array[%L])', 'w-limp', :'q'),
+    'a paused queue with limits yields nothing');
+select pgq.resume(:'q');
+select is((select c.lease_duration from pgq.claim('w-limp', array[:'q'], 1, interval '7 seconds') c),
+    interval '7 seconds', 'a limited claim takes the lease given');
+
+-- A queue without limits logs no starts.
+select pgq_test.fresh_queue('nolim') as q \gset
+select pgq.enqueue('n', '{}', :'q');
+select is((select count(*)::integer from pgq.claim('w-nolim', array[:'q'], 5)), 1,
+    'a queue without limits is claimed as before');
+select is((select count(*)::integer from pgq.queue_starts s where s.queue = :'q'), 0,
+    'a claim of a queue without a rate limit logs no start');
 
 -- Privileges: workers and admins claim, producers do not.
 select pgq_test.fresh_queue('priv') as q \gset

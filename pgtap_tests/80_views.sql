@@ -2,12 +2,27 @@
 -- pgq.job_details and who may read them.
 begin;
 \ir _fixtures.psql
-select plan(63);
+select plan(70);
 
 -- The columns the contract names.
 select has_column('pgq', 'queue_stats', c, format('queue_stats has column %s', c))
   from unnest(array['queue', 'available', 'scheduled', 'running', 'succeeded', 'dead',
                     'cancelled', 'oldest_runnable_age', 'paused']) as c;
+select has_column('pgq', 'queue_stats', c, format('queue_stats shows the flow limit %s', c))
+  from unnest(array['concurrency', 'rate_limit', 'rate_period', 'key_concurrency']) as c;
+select is((select array_agg(a.attname::text order by a.attnum) from pg_catalog.pg_attribute a
+            where a.attrelid = 'pgq.queue_stats'::regclass and a.attnum > 0),
+    array['queue', 'available', 'scheduled', 'running', 'succeeded', 'dead', 'cancelled',
+          'oldest_runnable_age', 'paused', 'concurrency', 'rate_limit', 'rate_period', 'key_concurrency'],
+    'queue_stats adds the flow limits after its earlier columns');
+select pgq_test.fresh_queue('limits') as q_lim \gset
+select pgq.configure_queue(:'q_lim');
+select row_eq(format('select s.concurrency, s.rate_limit, s.rate_period, s.key_concurrency from pgq.queue_stats s where s.queue = %L', :'q_lim'),
+    row(0, 0, interval '1 second', 0), 'queue_stats shows 0 (no limit) for a queue without flow limits');
+select pgq.configure_queue(:'q_lim', concurrency => 4, rate_limit => 50, rate_period => interval '10 seconds',
+                           key_concurrency => 2);
+select row_eq(format('select s.concurrency, s.rate_limit, s.rate_period, s.key_concurrency from pgq.queue_stats s where s.queue = %L', :'q_lim'),
+    row(4, 50, interval '10 seconds', 2), 'queue_stats shows the flow limits configure_queue set');
 select has_column('pgq', 'dead_letter', c, format('dead_letter has column %s', c))
   from unnest(array['id', 'queue', 'job_name', 'payload', 'attempt', 'last_error']) as c;
 select has_column('pgq', 'job_errors', c, format('job_errors has column %s', c))

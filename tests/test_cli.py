@@ -24,7 +24,8 @@ from pgqueue_py.cli import main
 from pgqueue_py.client import Queue
 
 COMMANDS = ["migrate", "worker", "enqueue", "stats", "dead", "errors", "job", "retry",
-            "cancel", "pause", "resume", "prune", "demo"]  # fmt: skip
+            "cancel", "pause", "resume", "prune", "demo", "schedule add", "schedule list",
+            "schedule remove"]  # fmt: skip
 
 
 @pytest.fixture
@@ -76,14 +77,14 @@ def test_help_lists_every_command_and_the_exit_codes() -> None:
 
     assert result.exit_code == 0
     for command in COMMANDS:
-        assert command in result.stdout
+        assert command.split()[0] in result.stdout
     assert "Exit codes" in result.stdout
     assert "pgqueue: error:" in result.stdout
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help_with_a_dsn_option(command: str) -> None:
-    result = cli(command, "--help")
+    result = cli(*command.split(), "--help")
 
     assert result.exit_code == 0, result.output
     assert "--dsn" in result.stdout
@@ -547,3 +548,37 @@ def test_the_installed_module_exits_2_without_a_dsn_and_0_on_success(dsn: str) -
     assert missing.returncode == 2
     assert missing.stderr.count("\n") == 1 and "DATABASE_URL" in missing.stderr
     assert fine.returncode == 0, fine.stderr
+
+
+# -- schedules -------------------------------------------------------------------------------
+
+
+def test_schedule_add_list_and_remove(dsn: str, queue: Queue) -> None:
+    added = cli("schedule", "add", "nightly", "30 2 * * *", "report", '{"kind": "daily"}',
+                "--timezone", "Europe/Berlin", "--dsn", dsn)  # fmt: skip
+    assert added.exit_code == 0, added.output
+    assert added.stdout.startswith("schedule nightly: next run at ")
+
+    listed = cli("schedule", "list", "--dsn", dsn)
+    assert listed.exit_code == 0, listed.output
+    assert "nightly" in listed.stdout and "30 2 * * *" in listed.stdout
+    assert "Europe/Berlin" in listed.stdout
+    [schedule] = queue.schedules()
+    assert (schedule.job_name, schedule.payload) == ("report", {"kind": "daily"})
+
+    removed = cli("schedule", "remove", "nightly", "--dsn", dsn)
+    assert removed.exit_code == 0, removed.output
+    assert queue.schedules() == []
+
+
+def test_schedule_with_a_bad_cron_is_refused_naming_the_field(dsn: str, queue: Queue) -> None:
+    result = cli("schedule", "add", "broken", "61 * * * *", "report", "--dsn", dsn)
+
+    assert_one_line_error(result, 1, "minute")
+    assert queue.schedules() == []
+
+
+def test_removing_an_unknown_schedule_exits_1(dsn: str) -> None:
+    result = cli("schedule", "remove", "nope", "--dsn", dsn)
+
+    assert_one_line_error(result, 1, "nope")

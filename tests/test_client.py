@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 from uuid import uuid4
 
 import psycopg
@@ -37,6 +37,9 @@ from pgqueue_py import (
 )
 from pgqueue_py.client import ClaimedJob
 from pgqueue_py.client.errors import translate
+
+if TYPE_CHECKING:
+    from typing_extensions import LiteralString
 
 
 @pytest.fixture
@@ -87,6 +90,43 @@ def test_queue_without_dsn_connects_to_database_url(
 
         assert q.dsn == dsn
     assert job_row(dsn, job_id)["job_name"] == "ping"
+
+
+def prepared_statements(conn: psycopg.Connection[Any]) -> int:
+    return int(scalar_on(conn, "select count(*) from pg_prepared_statements"))
+
+
+def scalar_on(conn: psycopg.Connection[Any], query: LiteralString) -> Any:
+    row = conn.execute(query, prepare=False).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def test_queue_prepares_a_statement_after_a_few_calls(queue: Queue, dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for _ in range(8):
+            queue.add(ping, {"host": "a"}, conn=conn)
+
+        assert prepared_statements(conn) == 1
+
+
+def test_queue_in_transaction_pooler_mode_prepares_no_statement(dsn: str) -> None:
+    with Queue(dsn, transaction_pooler=True) as pooled:
+        assert (pooled.dsn, pooled.transaction_pooler) == (dsn, True)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for _ in range(8):
+                pooled.add(ping, {"host": "a"}, conn=conn)
+                pooled.stats(conn=conn)
+
+            assert prepared_statements(conn) == 0
+        # The pool's own connections are opened with prepare_threshold=None.
+        for _ in range(8):
+            pooled.add(ping, {"host": "b"})
+        assert count_jobs(dsn) == 16
+
+
+def test_queue_defaults_to_a_short_pool_timeout_and_no_pooler_mode(queue: Queue) -> None:
+    assert (queue.transaction_pooler, queue.pool_timeout) == (False, timedelta(seconds=5))
 
 
 def test_migrate_on_a_migrated_database_applies_no_migration(queue: Queue) -> None:

@@ -72,14 +72,18 @@ def test_demo_kills_a_worker_and_its_jobs_come_back_after_their_lease(dsn: str) 
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SIGKILLed demo-worker-1" in result.stdout
+    # Each job the killed worker held ran again after its lease expired (a claim by the
+    # other worker, or, for an unknown charge, the operator's retry, which resets the
+    # attempt count) and ended terminal.
     reclaimed = query(
         dsn,
-        "select j.id, j.state, j.attempt from pgq.job_errors e join pgq.jobs j on j.id = e.job_id"
+        "select j.id, j.state, j.started_at > e.failed_at"
+        " from pgq.job_errors e join pgq.jobs j on j.id = e.job_id"
         " where e.worker_id = 'demo-worker-1' and e.error like 'lease expired%'",
     )
     assert reclaimed, result.stdout
-    assert all(state in ("succeeded", "dead") and attempt >= 2
-               for _, state, attempt in reclaimed)  # fmt: skip
+    assert all(state in ("succeeded", "dead") and ran_again
+               for _, state, ran_again in reclaimed), reclaimed  # fmt: skip
     assert "lease expired" in result.stdout
 
 

@@ -4,6 +4,7 @@ stopping, and claiming in batches."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from helpers import backdate_lease, job_row
 from worker_apps.procs import wait_for
 
 from pgqueue_py import Handler, JobType
-from pgqueue_py.client import ClaimedJob, Queue
+from pgqueue_py.client import AsyncQueue, ClaimedJob, Queue
 from pgqueue_py.client.errors import OutcomeUnknown
 from pgqueue_py.worker import JobContext, Worker, WorkerThreadDied
 
@@ -69,7 +70,7 @@ class Running:
 
 @contextmanager
 def running(
-    queue: Queue, handlers: dict[JobType[Any], Handler[Any]], **options: Any
+    queue: Queue | AsyncQueue, handlers: dict[JobType[Any], Handler[Any]], **options: Any
 ) -> Iterator[Running]:
     options.setdefault("poll_interval", FAST)
     run = Running(Worker(queue, handlers, **options))
@@ -390,66 +391,94 @@ def test_stop_lets_a_running_handler_finish_and_records_it(queue: Queue) -> None
     assert state(queue, later) == "available"
 
 
-class CountingQueue(Queue):
+class CountingQueue(AsyncQueue):
     """Counts claim calls and the jobs they return."""
 
     def __init__(self, dsn: str) -> None:
         super().__init__(dsn, max_connections=12)
         self.claims: list[int] = []
 
-    def claim(self, worker_id: str, **options: Any) -> list[ClaimedJob]:
-        jobs = super().claim(worker_id, **options)
+    async def claim(self, worker_id: str, **options: Any) -> list[ClaimedJob]:
+        jobs = await super().claim(worker_id, **options)
         self.claims.append(len(jobs))
         return jobs
 
 
-def test_a_backlog_is_claimed_in_batches_not_job_by_job(dsn: str) -> None:
-    with CountingQueue(dsn) as queue:
-        ids = queue.add_many(item, [{"n": n} for n in range(100)])
-        with running(queue, {item: lambda ctx, p: None}, concurrency=8):
-            wait_for_state(queue, ids, "succeeded")
+def test_a_backlog_is_claimed_in_batches_not_job_by_job(queue: Queue) -> None:
+    counting = CountingQueue(queue.dsn)
+    ids = queue.add_many(item, [{"n": n} for n in range(100)])
+    with running(counting, {item: lambda ctx, p: None}, concurrency=8, prefetch=0):
+        wait_for_state(queue, ids, "succeeded")
 
-        claimed = [n for n in queue.claims if n]
-        assert sum(claimed) == 100
-        assert len(claimed) <= 30, queue.claims
-        assert max(claimed) == 8
+    claimed = [n for n in counting.claims if n]
+    assert sum(claimed) == 100
+    assert len(claimed) <= 30, counting.claims
+    assert max(claimed) == 8
 
 
-class StalledCompletionsQueue(Queue):
+def test_fast_jobs_are_claimed_ahead_of_free_slots_up_to_the_prefetch(queue: Queue) -> None:
+    counting = CountingQueue(queue.dsn)
+    ids = queue.add_many(item, [{"n": n} for n in range(2000)])
+    with running(counting, {item: lambda ctx, p: None}, concurrency=4, prefetch=50):
+        wait_for_state(queue, ids, "succeeded")
+
+    claimed = [n for n in counting.claims if n]
+    assert sum(claimed) == 2000
+    # Once handler durations are known, claims take more than the free slots...
+    assert max(claimed) > 4, counting.claims
+    # ...but never more than concurrency + prefetch.
+    assert max(claimed) <= 54, counting.claims
+
+
+def test_slow_jobs_are_not_claimed_ahead(queue: Queue) -> None:
+    counting = CountingQueue(queue.dsn)
+    pause = threading.Event()
+    ids = queue.add_many(item, [{"n": n} for n in range(12)])
+    with running(counting, {item: lambda ctx, p: pause.wait(0.2)}, concurrency=4):
+        wait_for_state(queue, ids, "succeeded")
+
+    # 0.2 s jobs: the buffer would hold 20 ms of work, less than one job, so every claim
+    # takes at most the free slots.
+    claimed = [n for n in counting.claims if n]
+    assert sum(claimed) == 12
+    assert max(claimed) <= 4, counting.claims
+
+
+class StalledCompletionsQueue(AsyncQueue):
     """complete_many waits until released: finished jobs cannot be recorded meanwhile."""
 
     def __init__(self, dsn: str) -> None:
         super().__init__(dsn, max_connections=12)
         self.release = threading.Event()
 
-    def complete_many(self, *args: Any, **kwargs: Any) -> Any:
-        self.release.wait(30)
-        return super().complete_many(*args, **kwargs)
+    async def complete_many(self, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.to_thread(self.release.wait, 30)
+        return await super().complete_many(*args, **kwargs)
 
 
-def test_jobs_awaiting_their_record_stop_the_claims_at_twice_the_concurrency(
-    dsn: str,
+def test_jobs_awaiting_their_record_stop_the_claims_at_concurrency_plus_prefetch(
+    queue: Queue,
 ) -> None:
-    with StalledCompletionsQueue(dsn) as queue:
-        ids = queue.add_many(item, [{"n": n} for n in range(100)])
-        with running(queue, {item: lambda ctx, p: None}, concurrency=4) as run:
-            held = "select count(*) from pgq.jobs where state = 'running' and worker_id = %s"
-            with psycopg.connect(dsn, autocommit=True) as conn:
+    stalled = StalledCompletionsQueue(queue.dsn)
+    ids = queue.add_many(item, [{"n": n} for n in range(100)])
+    with running(stalled, {item: lambda ctx, p: None}, concurrency=4, prefetch=6) as run:
+        held = "select count(*) from pgq.jobs where state = 'running' and worker_id = %s"
+        with psycopg.connect(queue.dsn, autocommit=True) as conn:
 
-                def held_jobs() -> int:
-                    row = conn.execute(held, (run.worker.worker_id,)).fetchone()
-                    return int(row[0]) if row else 0
+            def held_jobs() -> int:
+                row = conn.execute(held, (run.worker.worker_id,)).fetchone()
+                return int(row[0]) if row else 0
 
-                wait_for(lambda: held_jobs() >= 8, 10, "8 jobs held by the stalled worker")
-                # The handlers are idle, yet nothing more is claimed while 8 await their record.
-                for _ in range(20):
-                    assert held_jobs() == 8
-                    threading.Event().wait(0.02)
-            queue.release.set()
-            wait_for_state(queue, ids, "succeeded")
+            wait_for(lambda: held_jobs() >= 10, 10, "10 jobs held by the stalled worker")
+            # The handlers are idle, yet nothing more is claimed while 10 await their record.
+            for _ in range(20):
+                assert held_jobs() == 10
+                threading.Event().wait(0.02)
+        stalled.release.set()
+        wait_for_state(queue, ids, "succeeded")
 
 
-class LostClaimAnswerQueue(Queue):
+class LostClaimAnswerQueue(AsyncQueue):
     """The first claim that leases jobs commits, then its answer is lost with the
     connection, as when the network drops between the server's commit and the reply."""
 
@@ -457,30 +486,30 @@ class LostClaimAnswerQueue(Queue):
         super().__init__(dsn, max_connections=12)
         self.lost: list[int] = []
 
-    def claim(self, worker_id: str, **options: Any) -> list[ClaimedJob]:
-        jobs = super().claim(worker_id, **options)
+    async def claim(self, worker_id: str, **options: Any) -> list[ClaimedJob]:
+        jobs = await super().claim(worker_id, **options)
         if jobs and not self.lost:
             self.lost = [job.id for job in jobs]
             raise psycopg.OperationalError("connection lost after the claim committed")
         return jobs
 
 
-def test_jobs_of_a_claim_whose_answer_was_lost_run_at_once_uncounted(dsn: str) -> None:
-    with LostClaimAnswerQueue(dsn) as queue:
-        ids = queue.add_many(item, [{"n": n} for n in range(5)])
-        # A one-hour lease: only the release, not lease expiry, can bring them back soon.
-        with running(queue, {item: lambda ctx, p: None}, lease=timedelta(hours=1)):
-            wait_for_state(queue, ids, "succeeded")
+def test_jobs_of_a_claim_whose_answer_was_lost_run_at_once_uncounted(queue: Queue) -> None:
+    lossy = LostClaimAnswerQueue(queue.dsn)
+    ids = queue.add_many(item, [{"n": n} for n in range(5)])
+    # A one-hour lease: only the release, not lease expiry, can bring them back soon.
+    with running(lossy, {item: lambda ctx, p: None}, lease=timedelta(hours=1)):
+        wait_for_state(queue, ids, "succeeded")
 
-        assert sorted(queue.lost) == sorted(ids)
-        assert [job_row(dsn, job_id)["attempt"] for job_id in ids] == [1] * 5
-        assert all(queue.job_errors(job_id) == [] for job_id in ids)
+    assert sorted(lossy.lost) == sorted(ids)
+    assert [job_row(queue.dsn, job_id)["attempt"] for job_id in ids] == [1] * 5
+    assert all(queue.job_errors(job_id) == [] for job_id in ids)
 
 
-class BrokenHeartbeatQueue(Queue):
+class BrokenHeartbeatQueue(AsyncQueue):
     """A queue whose heartbeat call fails with a bug (not a lost connection)."""
 
-    def heartbeat_many(self, *args: Any, **kwargs: Any) -> Any:
+    async def heartbeat_many(self, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("injected heartbeat bug")
 
 
@@ -488,18 +517,19 @@ def test_a_thread_that_dies_stops_the_worker_and_run_says_why(
     dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     release = threading.Event()
-    with BrokenHeartbeatQueue(dsn) as queue:
+    with Queue(dsn) as queue:
         job_id = queue.add(item, {"n": 1})
-        run = Running(Worker(queue, {item: lambda ctx, p: release.wait(30)},
+        broken = BrokenHeartbeatQueue(dsn)
+        run = Running(Worker(broken, {item: lambda ctx, p: release.wait(30)},
                              lease=timedelta(seconds=1), poll_interval=FAST))  # fmt: skip
         run.thread.start()
         try:
-            with pytest.raises(WorkerThreadDied, match="pgq-heartbeat died"):
+            with pytest.raises(WorkerThreadDied, match="heartbeats died"):
                 run.join()
         finally:
             release.set()
 
-        assert "thread pgq-heartbeat died" in caplog.text
+        assert "task heartbeats died" in caplog.text
         assert "injected heartbeat bug" in caplog.text
         # Stopped at once: the job is left to its lease, not recorded.
         assert state(queue, job_id) == "running"

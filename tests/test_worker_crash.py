@@ -19,6 +19,7 @@ import pytest
 from helpers import backdate_lease
 from worker_apps.apps import gated, work
 from worker_apps.procs import (
+    APPS,
     WorkerProcess,
     all_terminal,
     job_errors,
@@ -42,14 +43,15 @@ def queue(dsn: str) -> Iterator[Queue]:
 class Workers:
     """Starts worker processes for a test and kills whatever is left at the end."""
 
-    def __init__(self, dsn: str, folder: Path) -> None:
+    def __init__(self, dsn: str, folder: Path, app: str) -> None:
         self.dsn = dsn
         self.folder = folder
+        self.app = app
         self.started: list[WorkerProcess] = []
 
     def start(self, name: str, *options: str) -> WorkerProcess:
         worker = WorkerProcess(self.dsn, self.folder / f"{name}.log", "--worker-id", name,
-                               "--poll", "0.1", *options)  # fmt: skip
+                               "--poll", "0.1", *options, app=self.app)  # fmt: skip
         self.started.append(worker)
         return worker
 
@@ -57,9 +59,11 @@ class Workers:
         return "\n".join(f"--- {w.log_path.name}\n{w.log()}" for w in self.started)
 
 
-@pytest.fixture
-def workers(dsn: str, tmp_path: Path) -> Iterator[Workers]:
-    started = Workers(dsn, tmp_path)
+@pytest.fixture(params=sorted(APPS))
+def workers(request: pytest.FixtureRequest, dsn: str, tmp_path: Path) -> Iterator[Workers]:
+    """Worker processes whose handlers are plain functions, or ``async def`` ones: every
+    crash test runs with both."""
+    started = Workers(dsn, tmp_path, APPS[request.param])
     try:
         yield started
     finally:

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from worker_apps.apps import handle_work, work
+from worker_apps.apps import Work, handle_work, handle_work_async, work
 from worker_apps.procs import jobs, ledger, wait_for
 
 from pgqueue_py.client import Queue
 from pgqueue_py.testing.throwaway import ThrowawayPostgres
-from pgqueue_py.worker import Worker
+from pgqueue_py.worker import Handler, Worker
 
 
 @pytest.fixture
@@ -49,6 +49,12 @@ def assert_each_job_succeeded_with_one_effect(dsn: str, ids: list[int], folder: 
     assert Counter(ledger(folder)) == Counter(ids)
 
 
+@pytest.fixture(params=["sync", "async"])
+def work_handler(request: pytest.FixtureRequest) -> Handler[Work]:
+    """Each test runs with a plain handler and with an ``async def`` one."""
+    return handle_work if request.param == "sync" else handle_work_async
+
+
 def run_in_thread(worker: Worker) -> threading.Thread:
     thread = threading.Thread(target=worker.run, name="test-worker-run")
     thread.start()
@@ -56,11 +62,11 @@ def run_in_thread(worker: Worker) -> threading.Thread:
 
 
 def test_killed_connections_are_replaced_and_every_job_succeeds_once(
-    queue: Queue, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    queue: Queue, work_handler: Handler[Work], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     ids = queue.add_many(work, [{"dir": str(tmp_path), "work_ms": 10}] * 300)
     # A short lease: a job whose heartbeat a killed connection missed is retried soon.
-    worker = Worker(queue, {work: handle_work}, concurrency=4, lease=timedelta(seconds=2),
+    worker = Worker(queue, {work: work_handler}, concurrency=4, lease=timedelta(seconds=2),
                     poll_interval=timedelta(milliseconds=100))  # fmt: skip
     caplog.set_level(logging.INFO, logger="pgqueue_py.worker")
     thread = run_in_thread(worker)
@@ -81,11 +87,11 @@ def test_killed_connections_are_replaced_and_every_job_succeeds_once(
 
 
 def test_worker_rides_out_a_server_restart(
-    throwaway_pg: ThrowawayPostgres, queue: Queue, tmp_path: Path,
+    throwaway_pg: ThrowawayPostgres, queue: Queue, work_handler: Handler[Work], tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     ids = queue.add_many(work, [{"dir": str(tmp_path), "work_ms": 10}] * 200)
-    worker = Worker(queue, {work: handle_work}, concurrency=4, lease=timedelta(seconds=5),
+    worker = Worker(queue, {work: work_handler}, concurrency=4, lease=timedelta(seconds=5),
                     poll_interval=timedelta(milliseconds=100))  # fmt: skip
     caplog.set_level(logging.INFO, logger="pgqueue_py.worker")
     thread = run_in_thread(worker)

@@ -26,7 +26,14 @@ from psycopg.conninfo import conninfo_to_dict
 
 from pgqueue_py.cli import demo
 from pgqueue_py.cli.demo import DemoFailed
-from pgqueue_py.cli.tables import attempt_text, dead_table, echo_json, job_text, stats_table
+from pgqueue_py.cli.tables import (
+    attempt_text,
+    dead_table,
+    echo_json,
+    job_text,
+    schedules_table,
+    stats_table,
+)
 from pgqueue_py.client.errors import ConfigurationError, JobNotFound, PgqError
 from pgqueue_py.client.jobs import JobType
 from pgqueue_py.client.queue import DSN_ENV, Queue
@@ -122,6 +129,36 @@ def dsn_option(command: F) -> F:
     )(command)
 
 
+POOLER_ENV = "PGQUEUE_TRANSACTION_POOLER"
+_POOLER_KEY = "pgqueue.transaction_pooler"
+
+
+def pooler_option(command: F) -> F:
+    """The ``--transaction-pooler`` option of the commands that talk to the queue; read
+    with :func:`transaction_pooler`."""
+
+    def remember(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        ctx.meta[_POOLER_KEY] = value
+        return value
+
+    return click.option(
+        "--transaction-pooler",
+        is_flag=True,
+        envvar=POOLER_ENV,
+        show_envvar=True,
+        expose_value=False,
+        callback=remember,
+        help="The DSN goes through a transaction-mode pooler (PgBouncer, Supavisor):"
+        " no prepared statements, no LISTEN (workers poll).",
+    )(command)
+
+
+def transaction_pooler() -> bool:
+    """Whether this command was given ``--transaction-pooler``."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get(_POOLER_KEY, False))
+
+
 def require_dsn(dsn: str | None) -> str:
     """The DSN, checked for shape; ConfigurationError when missing or unreadable."""
     if not dsn:
@@ -144,12 +181,16 @@ class Session:
 @contextmanager
 def session(dsn: str | None) -> Iterator[Session]:
     """Connect once, failing fast when the database is unreachable (a pool would wait
-    for its timeout), and hand that connection to every ``Queue`` call."""
+    for its timeout), and hand that connection to every ``Queue`` call. Behind a
+    transaction-mode pooler it prepares nothing."""
     resolved = require_dsn(dsn)
+    pooler = transaction_pooler()
     with (
-        psycopg.connect(resolved, autocommit=True, connect_timeout=10) as conn,
-        Queue(resolved, min_connections=0, max_connections=1) as queue,
-    ):
+        psycopg.connect(resolved, autocommit=True, connect_timeout=10,
+                        prepare_threshold=None if pooler else 5) as conn,
+        Queue(resolved, min_connections=0, max_connections=1,
+              transaction_pooler=pooler) as queue,
+    ):  # fmt: skip
         yield Session(queue, conn)
 
 
@@ -188,9 +229,10 @@ DURATION = Duration()
 
 @main.command("migrate")
 @dsn_option
+@pooler_option
 def migrate_command(dsn: str | None) -> None:
     """Apply pending migrations, then (re)create every pgq function."""
-    result = migrate(require_dsn(dsn))
+    result = migrate(require_dsn(dsn), transaction_pooler=transaction_pooler())
     if result.applied_migrations:
         click.echo("applied migrations: " + ", ".join(result.applied_migrations))
     else:
@@ -215,6 +257,7 @@ def migrate_command(dsn: str | None) -> None:
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)  # fmt: skip
 @dsn_option
+@pooler_option
 def worker_command(
     app: str,
     concurrency: int,
@@ -240,8 +283,9 @@ def worker_command(
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    pooler = transaction_pooler()
     # The worker needs a connection per handler using run_once, plus three of its own.
-    with Queue(resolved, max_connections=concurrency + 4) as queue:
+    with Queue(resolved, max_connections=concurrency + 4, transaction_pooler=pooler) as queue:
         try:
             worker = Worker(
                 queue,
@@ -250,7 +294,7 @@ def worker_command(
                 queues=list(queues) or None,
                 lease=lease,
                 worker_id=worker_id,
-                listen=not no_listen,
+                listen=not (no_listen or pooler),  # no LISTEN through a pooler
             )
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from exc
@@ -339,6 +383,7 @@ class LocalDatetime(click.ParamType):  # type: ignore[type-arg]  # as Duration
 @click.option("--idempotency-key", default=None, metavar="KEY",
               help="If a job has this key, print its id and add nothing.")  # fmt: skip
 @dsn_option
+@pooler_option
 def enqueue_command(
     job_name: str,
     payload: str,
@@ -351,12 +396,7 @@ def enqueue_command(
     dsn: str | None,
 ) -> None:
     """Add a job JOB_NAME with a JSON object as payload; print its id."""
-    try:
-        data = json.loads(payload)
-    except ValueError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="PAYLOAD_JSON") from exc
-    if not isinstance(data, dict):
-        raise click.BadParameter("must be a JSON object", param_hint="PAYLOAD_JSON")
+    data = json_object(payload)
     if delay is not None and run_at is not None:
         raise click.UsageError("--delay and --run-at are exclusive")
     # The command line cannot know the payload's type: a job type made on the spot,
@@ -370,12 +410,94 @@ def enqueue_command(
     click.echo(job_id)
 
 
+def json_object(payload: str) -> dict[str, Any]:
+    """The PAYLOAD_JSON argument: a JSON object, else a usage error."""
+    try:
+        data = json.loads(payload)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="PAYLOAD_JSON") from exc
+    if not isinstance(data, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="PAYLOAD_JSON")
+    return data
+
+
+# -- schedules -----------------------------------------------------------------------------
+
+
+@main.group("schedule")
+def schedule_group() -> None:
+    """Periodic schedules: add (or replace), list, remove. Workers enqueue each slot's
+    job as they poll (pgq.tick), exactly once per slot, with no leader."""
+
+
+@schedule_group.command("add")
+@click.argument("name")
+@click.argument("cron")
+@click.argument("job_name")
+@click.argument("payload", metavar="[PAYLOAD_JSON]", required=False, default="{}")
+@click.option("--queue", default="default", show_default=True)
+@click.option("--timezone", default="UTC", show_default=True,
+              help="A PostgreSQL time zone name; slots follow its DST changes.")
+@click.option("--priority", type=int, default=0, show_default=True, help="Lower runs first.")
+@click.option("--max-retries", type=int, default=None, help="Default: the queue's.")
+@dsn_option
+@pooler_option
+def schedule_add_command(
+    name: str,
+    cron: str,
+    job_name: str,
+    payload: str,
+    queue: str,
+    timezone: str,
+    priority: int,
+    max_retries: int | None,
+    dsn: str | None,
+) -> None:
+    """Create or replace schedule NAME: a JOB_NAME job at every slot of CRON (5 fields,
+    or @hourly, @daily, @weekly, @monthly, @yearly); print its next slot."""
+    data = json_object(payload)
+    job: JobType[dict[str, Any]] = JobType(job_name, dict)
+    with session(dsn) as s:
+        next_run_at = s.queue.schedule(name, job, cron, data, timezone=timezone, queue=queue,
+                                       priority=priority, max_retries=max_retries,
+                                       conn=s.conn)  # fmt: skip
+    click.echo(f"schedule {name}: next run at {next_run_at.isoformat()}")
+
+
+@schedule_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@dsn_option
+@pooler_option
+def schedule_list_command(as_json: bool, dsn: str | None) -> None:
+    """Every schedule with its next slot and the last job it enqueued (pgq.schedules)."""
+    with session(dsn) as s:
+        rows = s.queue.schedules(conn=s.conn)
+    if as_json:
+        echo_json(rows)
+    elif rows:
+        click.echo(schedules_table(rows))
+    else:
+        click.echo("no schedules")
+
+
+@schedule_group.command("remove")
+@click.argument("name")
+@dsn_option
+@pooler_option
+def schedule_remove_command(name: str, dsn: str | None) -> None:
+    """Remove schedule NAME; jobs it already enqueued stay."""
+    with session(dsn) as s:
+        s.queue.unschedule(name, conn=s.conn)
+    click.echo(f"schedule {name} removed")
+
+
 # -- inspecting ----------------------------------------------------------------------------
 
 
 @main.command("stats")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @dsn_option
+@pooler_option
 def stats_command(as_json: bool, dsn: str | None) -> None:
     """Every queue's job counts (pgq.queue_stats)."""
     with session(dsn) as s:
@@ -393,6 +515,7 @@ def stats_command(as_json: bool, dsn: str | None) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with the whole errors).")
 @dsn_option
+@pooler_option
 def dead_command(queue: str | None, limit: int, as_json: bool, dsn: str | None) -> None:
     """Dead jobs, latest first, with their last error (pgq.dead_letter)."""
     with session(dsn) as s:
@@ -408,6 +531,7 @@ def dead_command(queue: str | None, limit: int, as_json: bool, dsn: str | None) 
 @main.command("errors")
 @click.argument("job_id", type=int)
 @dsn_option
+@pooler_option
 def errors_command(job_id: int, dsn: str | None) -> None:
     """Every failed attempt's error for one job (pgq.job_errors)."""
     with session(dsn) as s:
@@ -424,6 +548,7 @@ def errors_command(job_id: int, dsn: str | None) -> None:
 @click.argument("job_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @dsn_option
+@pooler_option
 def job_command(job_id: int, as_json: bool, dsn: str | None) -> None:
     """One job, whatever its state (pgq.job_details)."""
     with session(dsn) as s:
@@ -444,6 +569,7 @@ def job_command(job_id: int, as_json: bool, dsn: str | None) -> None:
 @click.option("--all-dead", is_flag=True, help="Retry every dead job (of --queue, or all).")
 @click.option("--queue", default=None, help="With --all-dead: only this queue.")
 @dsn_option
+@pooler_option
 def retry_command(job_id: int | None, all_dead: bool, queue: str | None, dsn: str | None) -> None:
     """Retry a dead or cancelled job now, with fresh attempts; or --all-dead."""
     if (job_id is None) == (not all_dead):
@@ -462,6 +588,7 @@ def retry_command(job_id: int | None, all_dead: bool, queue: str | None, dsn: st
 @main.command("cancel")
 @click.argument("job_id", type=int)
 @dsn_option
+@pooler_option
 def cancel_command(job_id: int, dsn: str | None) -> None:
     """Cancel an available or running job."""
     with session(dsn) as s:
@@ -479,6 +606,7 @@ def cancel_command(job_id: int, dsn: str | None) -> None:
 @click.option("--lease", type=DURATION, metavar="DURATION",
               help="How long a claim or heartbeat holds a job.")  # fmt: skip
 @dsn_option
+@pooler_option
 def configure_command(queue: str, max_retries: int | None, backoff_base: timedelta | None,
                       backoff_max: timedelta | None, lease: timedelta | None,
                       dsn: str | None) -> None:  # fmt: skip
@@ -492,6 +620,7 @@ def configure_command(queue: str, max_retries: int | None, backoff_base: timedel
 @main.command("pause")
 @click.argument("queue")
 @dsn_option
+@pooler_option
 def pause_command(queue: str, dsn: str | None) -> None:
     """Stop workers claiming from QUEUE (running jobs go on)."""
     with session(dsn) as s:
@@ -502,6 +631,7 @@ def pause_command(queue: str, dsn: str | None) -> None:
 @main.command("resume")
 @click.argument("queue")
 @dsn_option
+@pooler_option
 def resume_command(queue: str, dsn: str | None) -> None:
     """Let workers claim from a paused QUEUE again."""
     with session(dsn) as s:
@@ -514,6 +644,7 @@ def resume_command(queue: str, dsn: str | None) -> None:
               help="Finished longer ago than this: 30s, 15m, 2h, 7d.")  # fmt: skip
 @click.option("--include-dead", is_flag=True, help="Delete dead jobs too.")
 @dsn_option
+@pooler_option
 def prune_command(older_than: timedelta, include_dead: bool, dsn: str | None) -> None:
     """Delete succeeded and cancelled jobs (and with --include-dead, dead ones) that
     finished longer ago than --older-than; print how many."""

@@ -10,7 +10,7 @@ from uuid import UUID
 
 import click
 
-from pgqueue_py.client.queue import AttemptError, DeadJob, JobDetails, QueueStats
+from pgqueue_py.client.rows import AttemptError, DeadJob, JobDetails, QueueStats, Schedule
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -32,6 +32,16 @@ def stats_table(rows: Sequence[QueueStats]) -> str:
     return table(headers, [
         (r.queue, r.available, r.scheduled, r.running, r.succeeded, r.dead, r.cancelled,
          age(r.oldest_runnable_age), "yes" if r.paused else "")
+        for r in rows
+    ])  # fmt: skip
+
+
+def schedules_table(rows: Sequence[Schedule]) -> str:
+    headers = ("schedule", "cron", "timezone", "job_name", "queue", "next_run_at",
+               "last_run_at", "last_job")  # fmt: skip
+    return table(headers, [
+        (r.schedule_name, r.cron, r.timezone, r.job_name, r.queue, r.next_run_at,
+         r.last_run_at, f"{r.last_job_id} ({r.last_job_state})" if r.last_job_id else "")
         for r in rows
     ])  # fmt: skip
 

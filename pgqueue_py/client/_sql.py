@@ -68,13 +68,14 @@ HEARTBEAT_MANY: LiteralString = (
 )
 
 COMPLETE: LiteralString = (
-    "select pgq.complete(job_id => %(job_id)s::bigint, lease_token => %(lease_token)s::uuid)"
+    "select pgq.complete(job_id => %(job_id)s::bigint, lease_token => %(lease_token)s::uuid,"
+    " result => %(result)s::jsonb)"
 )
 
 COMPLETE_MANY: LiteralString = (
     "select c.job_id, c.outcome"
     " from pgq.complete_many(job_ids => %(job_ids)s::bigint[],"
-    " lease_tokens => %(lease_tokens)s::uuid[]) as c"
+    " lease_tokens => %(lease_tokens)s::uuid[], results => %(results)s::jsonb[]) as c"
 )
 
 FAIL: LiteralString = (
@@ -85,7 +86,7 @@ FAIL: LiteralString = (
 ONCE_BEGIN: LiteralString = (
     "select o.status, o.result"
     " from pgq.once_begin(job_id => %(job_id)s::bigint, lease_token => %(lease_token)s::uuid,"
-    " effect_key => %(effect_key)s::text) as o"
+    " effect_key => %(effect_key)s::text, request_id => %(request_id)s::uuid) as o"
 )
 
 ONCE_FINISH: LiteralString = (
@@ -163,6 +164,33 @@ JOB_DETAILS: LiteralString = (
     " where j.id = %(job_id)s::bigint"
 )
 
+# -- schedules -----------------------------------------------------------------------------
+
+# Creates or replaces; returns the next slot. NULL payload/queue/timezone/priority take
+# the function's defaults here, so a caller passes None for "default".
+SCHEDULE: LiteralString = (
+    "select pgq.schedule(schedule_name => %(schedule_name)s::text, cron => %(cron)s::text,"
+    " job_name => %(job_name)s::text,"
+    " payload => coalesce(%(payload)s::jsonb, '{}'::jsonb),"
+    " queue => coalesce(%(queue)s::text, 'default'),"
+    " timezone => coalesce(%(timezone)s::text, 'UTC'),"
+    " priority => coalesce(%(priority)s::integer, 0),"
+    " max_retries => %(max_retries)s::integer)"
+)
+
+UNSCHEDULE: LiteralString = "select pgq.unschedule(schedule_name => %(schedule_name)s::text)"
+
+SCHEDULES: LiteralString = (
+    "select s.schedule_name, s.cron, s.timezone, s.job_name, s.queue, s.payload, s.priority,"
+    " s.max_retries, s.next_run_at, s.last_run_at, s.last_job_id, s.last_job_state,"
+    " s.created_at, s.updated_at"
+    " from pgq.schedules s"
+    " order by s.schedule_name"
+)
+
+# Workers call it as they poll; returns how many jobs it enqueued.
+TICK: LiteralString = "select pgq.tick()"
+
 # -- worker, added by the worker -----------------------------------------------------------
 
 # The worker's listener connection: enqueue, retry and resume notify at commit, with
@@ -173,3 +201,4 @@ LISTEN_JOBS: LiteralString = "listen pgq_jobs"
 # lease at the last attempt (dead) and cancel notify at commit, with the finished
 # job ids, comma-separated, as payload.
 LISTEN_FINISHED: LiteralString = "listen pgq_finished"
+UNLISTEN_FINISHED: LiteralString = "unlisten pgq_finished"

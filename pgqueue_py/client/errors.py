@@ -1,5 +1,6 @@
 """The errors pgqueue raises: one class per project SQLSTATE (``pgq.error_codes``), and
-two that arise in Python (``OutcomeUnknown``, ``ConfigurationError``).
+those that arise in Python (``OutcomeUnknown``, ``ConfigurationError``,
+``ConnectionUnavailable``).
 
 ``translate`` alone inspects a ``psycopg.Error``: a project SQLSTATE becomes its class,
 with the database's message; anything else is returned unchanged. Callers raise the
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import psycopg
+from psycopg_pool import PoolTimeout
 
 
 class PgqError(Exception):
@@ -75,6 +77,12 @@ class MarkerNotFound(PgqError):
     sqlstate = "PQ204"
 
 
+class ScheduleNotFound(PgqError):
+    """No schedule has this name."""
+
+    sqlstate = "PQ210"
+
+
 class OutcomeUnknown(PgqError):
     """An earlier attempt began this run-once effect and never recorded its outcome.
 
@@ -83,8 +91,30 @@ class OutcomeUnknown(PgqError):
     """
 
 
+class NoResult(PgqError):
+    """The job ended without a result: it is dead (its attempts are used up) or cancelled."""
+
+    def __init__(self, message: str | None = None, *, state: str = "dead") -> None:
+        super().__init__(message)
+        self.state = state
+        """``dead`` or ``cancelled``."""
+
+
+class ResultTimeout(PgqError, TimeoutError):
+    """The job did not finish within the timeout; it may still finish later."""
+
+
 class ConfigurationError(PgqError):
     """pgqueue is not configured: for example no DSN was given and DATABASE_URL is unset."""
+
+
+class ConnectionUnavailable(PgqError, PoolTimeout):
+    """No database connection within ``pool_timeout``; the call was not sent.
+
+    The server is unreachable (an outage, a restart) or every pooled connection is
+    busy. It is a ``psycopg.OperationalError`` (``psycopg_pool.PoolTimeout``), like
+    every other lost-connection error, so code that retries those retries this too.
+    """
 
 
 def _subclasses(cls: type[PgqError]) -> list[type[PgqError]]:

@@ -1,188 +1,104 @@
 """``Queue``: one method per pgq function, typed, over a psycopg connection pool.
 
-Every method sends one statement from ``_sql``. ``_call_value``, ``_call_row`` and
-``_call_rows`` alone touch connections: the caller's when a method gets ``conn=`` (the
-statement joins the caller's transaction, which is never committed here), else one of
-the pool's, which run in autocommit so each call is one round trip. They translate the
-engine's SQLSTATEs into ``pgqueue_py.client.errors`` classes and return frozen dataclasses
-whose fields are the SQL result columns.
+Each method builds its call in ``_calls`` (statement, parameters, decoding, written once
+for ``Queue`` and ``AsyncQueue``) and hands it to ``_run``, the only code here that
+touches a connection: the caller's when a method gets ``conn=`` (the statement joins the
+caller's transaction, which is never committed here), else one of the pool's, which run
+in autocommit so each call is one round trip. Errors come out as
+``pgqueue_py.client.errors`` classes; rows as the frozen dataclasses of ``rows``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+import contextlib
+import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import BaseRowFactory, RowMaker
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from pgqueue_py.client import _sql
-from pgqueue_py.client.errors import ConfigurationError, InvalidArgument, translate
+from pgqueue_py.client import _calls, _sql
+from pgqueue_py.client._calls import (
+    DEFAULT_POOL_TIMEOUT,
+    DSN_ENV,
+    Call,
+    pool_kwargs,
+    pool_timeout_seconds,
+    resolve_dsn,
+)
+from pgqueue_py.client.errors import ResultTimeout
 from pgqueue_py.client.jobs import JobType, P, PayloadArg, PayloadsArg
+from pgqueue_py.client.rows import (
+    AttemptError,
+    ClaimedJob,
+    CompletionOutcome,
+    DeadJob,
+    HeartbeatOutcome,
+    JobDetails,
+    JobState,
+    JobStatus,
+    OnceStatus,
+    QueueStats,
+    Schedule,
+)
 
 if TYPE_CHECKING:
-    from typing_extensions import LiteralString, Self
+    from typing_extensions import Self
 
     from pgqueue_py.migrate import MigrateResult
 
+__all__ = [
+    "DSN_ENV",
+    "AttemptError",
+    "ClaimedJob",
+    "CompletionOutcome",
+    "DeadJob",
+    "HeartbeatOutcome",
+    "JobDetails",
+    "JobState",
+    "OnceStatus",
+    "Queue",
+    "QueueStats",
+]
+
 T = TypeVar("T")
-
-DSN_ENV = "DATABASE_URL"
-
-JobState = Literal["available", "running", "succeeded", "dead", "cancelled"]
-
-
-# -- rows ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ClaimedJob:
-    """A job ``pgq.claim`` leased to a worker; later calls present ``lease_token``."""
-
-    id: int
-    job_name: str
-    queue: str
-    payload: dict[str, Any]
-    attempt: int
-    """1 on the first run."""
-    max_retries: int
-    lease_token: UUID
-    lease_expires_at: datetime
-    priority: int
-    run_at: datetime
-    created_at: datetime
-    lease_duration: timedelta
-    """How long the lease lasts from each claim or heartbeat."""
-
-
-@dataclass(frozen=True)
-class HeartbeatOutcome:
-    """One job's result in ``pgq.heartbeat_many``."""
-
-    job_id: int
-    outcome: Literal["extended", "lease_lost"]
-    lease_expires_at: datetime | None
-    """The new expiry; None when the lease was lost."""
-
-
-@dataclass(frozen=True)
-class CompletionOutcome:
-    """One job's result in ``pgq.complete_many``."""
-
-    job_id: int
-    outcome: Literal["succeeded", "lease_lost"]
-
-
-@dataclass(frozen=True)
-class OnceStatus:
-    """``pgq.once_begin``'s answer: run the effect now, it is done (with its stored
-    result), or an earlier attempt began it and its outcome is unknown."""
-
-    status: Literal["run", "done", "unknown"]
-    result: Any
-
-
-@dataclass(frozen=True)
-class QueueStats:
-    """One row of ``pgq.queue_stats``."""
-
-    queue: str
-    available: int
-    """Jobs due now."""
-    scheduled: int
-    """Jobs waiting for a later ``run_at`` (scheduled, or backing off before a retry)."""
-    running: int
-    succeeded: int
-    dead: int
-    cancelled: int
-    oldest_runnable_age: timedelta | None
-    paused: bool
-
-
-@dataclass(frozen=True)
-class DeadJob:
-    """One row of ``pgq.dead_letter``."""
-
-    id: int
-    queue: str
-    job_name: str
-    payload: dict[str, Any]
-    attempt: int
-    max_retries: int
-    last_error: str | None
-    died_at: datetime | None
-    created_at: datetime
-    idempotency_key: str | None
-
-
-@dataclass(frozen=True)
-class AttemptError:
-    """One row of ``pgq.job_errors``: the error of one failed attempt."""
-
-    job_id: int
-    queue: str
-    job_name: str
-    attempt: int
-    error: str
-    worker_id: str | None
-    failed_at: datetime
-
-
-@dataclass(frozen=True)
-class JobDetails:
-    """One row of ``pgq.job_details``: a job as the operator sees it."""
-
-    id: int
-    queue: str
-    job_name: str
-    state: JobState
-    payload: dict[str, Any]
-    priority: int
-    run_at: datetime
-    attempt: int
-    max_retries: int
-    idempotency_key: str | None
-    worker_id: str | None
-    lease_expires_at: datetime | None
-    last_error: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-
-
-# -- the client ----------------------------------------------------------------------------
 
 
 class Queue:
     """A pgqueue database: producer, worker and operator calls.
 
     ``dsn`` is a libpq connection string or URL; without it, ``DATABASE_URL``. Calls
-    take a connection from a pool of ``min_connections`` to ``max_connections``.
+    take a connection from a pool of ``min_connections`` to ``max_connections``,
+    waiting at most ``pool_timeout`` for one (then ``ConnectionUnavailable``).
+    ``transaction_pooler=True`` is for a DSN that goes through a transaction-mode pooler
+    (PgBouncer, Supavisor): no prepared statements, and no session state outside a
+    transaction; a worker on such a queue polls instead of listening.
     """
 
     def __init__(
-        self, dsn: str | None = None, *, min_connections: int = 1, max_connections: int = 10
+        self,
+        dsn: str | None = None,
+        *,
+        min_connections: int = 1,
+        max_connections: int = 10,
+        transaction_pooler: bool = False,
+        pool_timeout: timedelta = DEFAULT_POOL_TIMEOUT,
     ) -> None:
-        resolved = dsn or os.environ.get(DSN_ENV)
-        if not resolved:
-            raise ConfigurationError(
-                f"no database to connect to: pass Queue(dsn=...) or set {DSN_ENV}"
-            )
-        self._dsn = resolved
+        self._dsn = resolve_dsn(dsn, front_end="Queue")
+        self._transaction_pooler = transaction_pooler
+        self._pool_timeout = pool_timeout
+        # `prepare=False` also covers a caller's connection (``conn=``) behind a pooler.
+        self._prepare: bool | None = False if transaction_pooler else None
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-            resolved,
+            self._dsn,
             min_size=min_connections,
             max_size=max_connections,
-            kwargs={"autocommit": True},
+            kwargs=pool_kwargs(transaction_pooler),
+            timeout=pool_timeout_seconds(pool_timeout),
             open=True,
             name="pgqueue",
         )
@@ -191,6 +107,17 @@ class Queue:
     def dsn(self) -> str:
         """The connection string this queue connects with."""
         return self._dsn
+
+    @property
+    def transaction_pooler(self) -> bool:
+        """Whether the DSN goes through a transaction-mode pooler (no prepared
+        statements, no LISTEN)."""
+        return self._transaction_pooler
+
+    @property
+    def pool_timeout(self) -> timedelta:
+        """How long a call waits for a pooled connection."""
+        return self._pool_timeout
 
     def close(self) -> None:
         """Close the pool's connections. Safe to call twice."""
@@ -229,18 +156,19 @@ class Queue:
         database's clock) schedule it for later. Options left None take the job type's.
         With ``conn`` the job joins that connection's transaction.
         """
-        _check_schedule(run_at, delay)
-        params = {
-            "job_name": job.name,
-            "payload": Jsonb(job.encode(cast(P, payload))),
-            "queue": queue if queue is not None else job.queue,
-            "run_at": run_at,
-            "delay": delay,
-            "priority": priority if priority is not None else job.priority,
-            "max_retries": max_retries if max_retries is not None else job.max_retries,
-            "idempotency_key": idempotency_key,
-        }
-        return self._call_value(_sql.ENQUEUE, params, int, conn=conn)
+        return self._run(
+            _calls.add(
+                job,
+                payload,
+                idempotency_key=idempotency_key,
+                max_retries=max_retries,
+                run_at=run_at,
+                delay=delay,
+                priority=priority,
+                queue=queue,
+            ),
+            conn,
+        )
 
     def add_many(
         self,
@@ -262,27 +190,19 @@ class Queue:
         key exists is not inserted and the existing id takes its place. Nothing is
         inserted when any payload is invalid.
         """
-        _check_schedule(run_at, delay)
-        payloads = cast("Sequence[P]", payloads)
-        keys = list(idempotency_keys) if idempotency_keys is not None else None
-        if keys is not None and len(keys) != len(payloads):
-            raise InvalidArgument(
-                f"invalid idempotency_keys: {len(keys)} keys for {len(payloads)} payloads"
-            )
-        params = {
-            "job_name": job.name,
-            "count": len(payloads),
-            "payloads": Jsonb([job.encode(p) for p in payloads]),
-            "queue": queue if queue is not None else job.queue,
-            "run_at": run_at,
-            "delay": delay,
-            "priority": priority if priority is not None else job.priority,
-            "max_retries": max_retries if max_retries is not None else job.max_retries,
-            # An all-NULL array says nothing the absent array does not.
-            "idempotency_keys": keys if keys and any(k is not None for k in keys) else None,
-        }
-        ids = self._call_value(_sql.ENQUEUE_MANY, params, list, conn=conn)
-        return [int(i) for i in ids]
+        return self._run(
+            _calls.add_many(
+                job,
+                payloads,
+                idempotency_keys=idempotency_keys,
+                run_at=run_at,
+                delay=delay,
+                priority=priority,
+                queue=queue,
+                max_retries=max_retries,
+            ),
+            conn,
+        )
 
     # -- worker ----------------------------------------------------------------------------
 
@@ -300,8 +220,7 @@ class Queue:
         ``lease`` None takes each queue's default. Never waits for a job another
         worker holds.
         """
-        params = {"worker_id": worker_id, "queues": list(queues), "batch": batch, "lease": lease}
-        return self._call_rows(_sql.CLAIM, params, ClaimedJob, conn=conn)
+        return self._run(_calls.claim(worker_id, queues=queues, batch=batch, lease=lease), conn)
 
     def release_lost_claims(
         self,
@@ -312,8 +231,7 @@ class Queue:
     ) -> int:
         """Return to available, uncounted, this worker's running jobs other than
         ``held_job_ids``: a claim whose answer was lost. Calls ``pgq.release_lost_claims``."""
-        params = {"worker_id": worker_id, "held_job_ids": list(held_job_ids)}
-        return self._call_value(_sql.RELEASE_LOST_CLAIMS, params, int, conn=conn)
+        return self._run(_calls.release_lost_claims(worker_id, held_job_ids), conn)
 
     def heartbeat(
         self,
@@ -325,8 +243,7 @@ class Queue:
     ) -> datetime:
         """Extend a running job's lease; returns the new expiry. Calls ``pgq.heartbeat``;
         LeaseLost if the token is stale."""
-        params = {"job_id": job_id, "lease_token": lease_token, "lease": lease}
-        return self._call_value(_sql.HEARTBEAT, params, datetime, conn=conn)
+        return self._run(_calls.heartbeat(job_id, lease_token, lease=lease), conn)
 
     def heartbeat_many(
         self,
@@ -338,27 +255,33 @@ class Queue:
     ) -> list[HeartbeatOutcome]:
         """Extend many leases in one call; one outcome per job, in input order. Calls
         ``pgq.heartbeat_many``; a stale token refuses that job only."""
-        params = {"job_ids": list(job_ids), "lease_tokens": list(lease_tokens), "lease": lease}
-        return self._call_rows(_sql.HEARTBEAT_MANY, params, HeartbeatOutcome, conn=conn)
+        return self._run(_calls.heartbeat_many(job_ids, lease_tokens, lease=lease), conn)
 
     def complete(
-        self, job_id: int, lease_token: UUID, *, conn: psycopg.Connection[Any] | None = None
-    ) -> None:
-        """Mark a running job succeeded. Calls ``pgq.complete``; LeaseLost if stale."""
-        params = {"job_id": job_id, "lease_token": lease_token}
-        self._call_value(_sql.COMPLETE, params, type(None), conn=conn)
+        self,
+        job_id: int,
+        lease_token: UUID,
+        *,
+        result: Any = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> str:
+        """Mark a running job succeeded, keeping its JSON ``result``; returns ``succeeded``,
+        or ``failed`` when the result is over the 1 MiB limit (the attempt failed instead).
+        Calls ``pgq.complete``; LeaseLost if stale."""
+        return self._run(_calls.complete(job_id, lease_token, result), conn)
 
     def complete_many(
         self,
         job_ids: Sequence[int],
         lease_tokens: Sequence[UUID],
         *,
+        results: Sequence[Any] | None = None,
         conn: psycopg.Connection[Any] | None = None,
     ) -> list[CompletionOutcome]:
-        """Mark many running jobs succeeded; one outcome per job, in input order. Calls
-        ``pgq.complete_many``; a stale token refuses that job only."""
-        params = {"job_ids": list(job_ids), "lease_tokens": list(lease_tokens)}
-        return self._call_rows(_sql.COMPLETE_MANY, params, CompletionOutcome, conn=conn)
+        """Mark many running jobs succeeded, with one JSON result each (or None); one
+        outcome per job, in input order. Calls ``pgq.complete_many``; a stale token
+        refuses that job only."""
+        return self._run(_calls.complete_many(job_ids, lease_tokens, results), conn)
 
     def fail(
         self,
@@ -371,8 +294,7 @@ class Queue:
     ) -> str:
         """Fail the job's current attempt; returns its new state, ``available`` (retry
         scheduled) or ``dead``. Calls ``pgq.fail``; LeaseLost if stale."""
-        params = {"job_id": job_id, "lease_token": lease_token, "error": error, "retry": retry}
-        return self._call_value(_sql.FAIL, params, str, conn=conn)
+        return self._run(_calls.fail(job_id, lease_token, error, retry=retry), conn)
 
     def once_begin(
         self,
@@ -380,12 +302,13 @@ class Queue:
         lease_token: UUID,
         effect_key: str,
         *,
+        request_id: UUID | None = None,
         conn: psycopg.Connection[Any] | None = None,
     ) -> OnceStatus:
-        """Ask whether to run a side effect: run, done (with its result) or unknown.
-        Calls ``pgq.once_begin``; LeaseLost if stale."""
-        params = {"job_id": job_id, "lease_token": lease_token, "effect_key": effect_key}
-        return self._call_row(_sql.ONCE_BEGIN, params, OnceStatus, conn=conn)
+        """Ask whether to run a side effect: run, done (with its result) or unknown. A
+        resend with the same ``request_id`` gets the same answer. Calls
+        ``pgq.once_begin``; LeaseLost if stale."""
+        return self._run(_calls.once_begin(job_id, lease_token, effect_key, request_id), conn)
 
     def once_finish(
         self,
@@ -398,13 +321,7 @@ class Queue:
     ) -> None:
         """Record that a begun side effect ran, with its JSON-serialisable result. Calls
         ``pgq.once_finish``; MarkerNotBegun if this lease did not begin it."""
-        params = {
-            "job_id": job_id,
-            "lease_token": lease_token,
-            "effect_key": effect_key,
-            "result": Jsonb(result),
-        }
-        self._call_value(_sql.ONCE_FINISH, params, type(None), conn=conn)
+        return self._run(_calls.once_finish(job_id, lease_token, effect_key, result), conn)
 
     def once_abort(
         self,
@@ -416,8 +333,7 @@ class Queue:
     ) -> None:
         """Withdraw a begun, unfinished marker because the effect raised. Calls
         ``pgq.once_abort``; MarkerNotBegun otherwise."""
-        params = {"job_id": job_id, "lease_token": lease_token, "effect_key": effect_key}
-        self._call_value(_sql.ONCE_ABORT, params, type(None), conn=conn)
+        return self._run(_calls.once_abort(job_id, lease_token, effect_key), conn)
 
     # -- operator --------------------------------------------------------------------------
 
@@ -433,40 +349,42 @@ class Queue:
     ) -> None:
         """Create or update a queue's settings; None keeps the current value. Calls
         ``pgq.configure_queue``."""
-        params = {
-            "queue": queue,
-            "max_retries": max_retries,
-            "backoff_base": backoff_base,
-            "backoff_max": backoff_max,
-            "lease": lease,
-        }
-        self._call_value(_sql.CONFIGURE_QUEUE, params, type(None), conn=conn)
+        return self._run(
+            _calls.configure_queue(
+                queue,
+                max_retries=max_retries,
+                backoff_base=backoff_base,
+                backoff_max=backoff_max,
+                lease=lease,
+            ),
+            conn,
+        )
 
     def pause(self, queue: str, *, conn: psycopg.Connection[Any] | None = None) -> None:
         """Stop claims from a queue. Calls ``pgq.pause``; QueueNotFound if unknown."""
-        self._call_value(_sql.PAUSE, {"queue": queue}, type(None), conn=conn)
+        return self._run(_calls.pause(queue), conn)
 
     def resume(self, queue: str, *, conn: psycopg.Connection[Any] | None = None) -> None:
         """Let claims from a paused queue go on. Calls ``pgq.resume``; QueueNotFound if
         unknown."""
-        self._call_value(_sql.RESUME, {"queue": queue}, type(None), conn=conn)
+        return self._run(_calls.resume(queue), conn)
 
     def cancel(self, job_id: int, *, conn: psycopg.Connection[Any] | None = None) -> str:
         """Cancel an available or running job; returns ``cancelled``. Calls
         ``pgq.cancel``; JobNotFound, JobStateConflict."""
-        return self._call_value(_sql.CANCEL, {"job_id": job_id}, str, conn=conn)
+        return self._run(_calls.cancel(job_id), conn)
 
     def retry(self, job_id: int, *, conn: psycopg.Connection[Any] | None = None) -> None:
         """Retry a dead or cancelled job now, with fresh attempts. Calls ``pgq.retry``;
         JobNotFound, JobStateConflict."""
-        self._call_value(_sql.RETRY, {"job_id": job_id}, type(None), conn=conn)
+        return self._run(_calls.retry(job_id), conn)
 
     def retry_dead(
         self, queue: str | None = None, *, conn: psycopg.Connection[Any] | None = None
     ) -> int:
         """Retry every dead job, of one queue or all; returns how many. Calls
         ``pgq.retry_dead``."""
-        return self._call_value(_sql.RETRY_DEAD, {"queue": queue}, int, conn=conn)
+        return self._run(_calls.retry_dead(queue), conn)
 
     def prune(
         self,
@@ -477,8 +395,7 @@ class Queue:
     ) -> int:
         """Delete jobs finished longer ago than ``older_than``; returns how many. Calls
         ``pgq.prune``."""
-        params = {"older_than": older_than, "include_dead": include_dead}
-        return self._call_value(_sql.PRUNE, params, int, conn=conn)
+        return self._run(_calls.prune(older_than, include_dead=include_dead), conn)
 
     def once_resolve(
         self,
@@ -492,12 +409,11 @@ class Queue:
         """Settle an unknown run-once outcome: ``ran=True`` records it done with
         ``result``, ``ran=False`` lets the next attempt run it. Calls
         ``pgq.once_resolve``; MarkerNotFound if no marker is unfinished."""
-        params = {"job_id": job_id, "effect_key": effect_key, "ran": ran, "result": Jsonb(result)}
-        self._call_value(_sql.ONCE_RESOLVE, params, type(None), conn=conn)
+        return self._run(_calls.once_resolve(job_id, effect_key, ran=ran, result=result), conn)
 
     def stats(self, *, conn: psycopg.Connection[Any] | None = None) -> list[QueueStats]:
         """Every queue's counts, by queue name. Reads ``pgq.queue_stats``."""
-        return self._call_rows(_sql.QUEUE_STATS, {}, QueueStats, conn=conn)
+        return self._run(_calls.stats(), conn)
 
     def dead_letter(
         self,
@@ -507,115 +423,115 @@ class Queue:
         conn: psycopg.Connection[Any] | None = None,
     ) -> list[DeadJob]:
         """Dead jobs, latest first, of one queue or all. Reads ``pgq.dead_letter``."""
-        params = {"queue": queue, "limit": limit}
-        return self._call_rows(_sql.DEAD_LETTER, params, DeadJob, conn=conn)
+        return self._run(_calls.dead_letter(queue=queue, limit=limit), conn)
 
     def job_errors(
         self, job_id: int, *, conn: psycopg.Connection[Any] | None = None
     ) -> list[AttemptError]:
         """The error of each failed attempt of a job, oldest first. Reads
         ``pgq.job_errors``."""
-        return self._call_rows(_sql.JOB_ERRORS, {"job_id": job_id}, AttemptError, conn=conn)
+        return self._run(_calls.job_errors(job_id), conn)
+
+    def schedule(
+        self,
+        name: str,
+        job: JobType[P],
+        cron: str,
+        payload: PayloadArg[P],
+        *,
+        timezone: str = "UTC",
+        queue: str | None = None,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> datetime:
+        """Create or replace the periodic schedule ``name``: a job of type ``job`` with
+        ``payload`` at every slot of ``cron`` (5 fields, or ``@hourly``...``@yearly``) in
+        ``timezone``; returns the next slot. Options left None take the job type's. Calls
+        ``pgq.schedule``; InvalidArgument names a bad cron field."""
+        call = _calls.schedule(name, job, cron, payload, timezone=timezone, queue=queue,
+                               priority=priority, max_retries=max_retries)  # fmt: skip
+        return self._run(call, conn)
+
+    def unschedule(self, name: str, *, conn: psycopg.Connection[Any] | None = None) -> None:
+        """Remove a schedule. Calls ``pgq.unschedule``; ScheduleNotFound if there is none."""
+        return self._run(_calls.unschedule(name), conn)
+
+    def schedules(self, *, conn: psycopg.Connection[Any] | None = None) -> list[Schedule]:
+        """Every schedule, by name. Reads ``pgq.schedules``."""
+        return self._run(_calls.schedules(), conn)
+
+    def tick(self, *, conn: psycopg.Connection[Any] | None = None) -> int:
+        """Enqueue every schedule slot that is due; returns how many jobs. Workers call it
+        as they poll. Calls ``pgq.tick``."""
+        return self._run(_calls.tick(), conn)
+
+    def job_status(
+        self, job_id: int, *, conn: psycopg.Connection[Any] | None = None
+    ) -> JobStatus:
+        """A job's state, attempt, result, last error and finish time, as its producer
+        follows it. Calls ``pgq.job_status``; JobNotFound for no such job."""
+        return self._run(_calls.job_status(job_id), conn)
+
+    def result(self, job_id: int, *, timeout: timedelta = timedelta(seconds=30)) -> Any:
+        """Wait until the job succeeds and return its result (None if it has none).
+
+        Waits on the ``pgq_finished`` notification, reading ``pgq.job_status`` when it
+        comes (and every second, in case one is missed); behind a transaction pooler it
+        polls. Raises NoResult for a dead or cancelled job, ResultTimeout after
+        ``timeout``, JobNotFound for no such job."""
+        deadline = time.monotonic() + _calls.check_timeout(timeout)
+        with contextlib.ExitStack() as stack:
+            listener: psycopg.Connection[Any] | None = None
+            if not self._transaction_pooler:
+                listener = stack.enter_context(self._pool.connection())
+                listener.execute(_sql.LISTEN_FINISHED)
+                stack.callback(listener.execute, _sql.UNLISTEN_FINISHED)
+            pause = 0.02
+            while True:
+                status = self._run(_calls.job_status(job_id), listener)
+                if _calls.settled(job_id, status):
+                    return status.result
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ResultTimeout(f"job {job_id} is still {status.state} after "
+                                        f"{timeout.total_seconds():g} s")  # fmt: skip
+                if listener is None:
+                    time.sleep(min(pause, remaining))
+                    pause = min(pause * 2, _calls.RESULT_POLL)
+                    continue
+                for notify in listener.notifies(timeout=min(remaining, _calls.RESULT_POLL)):
+                    if job_id in _calls.finished_ids(notify.payload):
+                        break
 
     def job(self, job_id: int, *, conn: psycopg.Connection[Any] | None = None) -> JobDetails | None:
         """One job whatever its state, or None if there is none. Reads
         ``pgq.job_details``."""
-        rows = self._call_rows(_sql.JOB_DETAILS, {"job_id": job_id}, JobDetails, conn=conn)
-        return rows[0] if rows else None
+        return self._run(_calls.job(job_id), conn)
 
     def migrate(self) -> MigrateResult:
         """Bring the database up to this package's engine (``pgqueue_py.migrate``)."""
         from pgqueue_py.migrate import migrate
 
-        return migrate(self._dsn)
+        return migrate(self._dsn, transaction_pooler=self._transaction_pooler)
 
     # -- the only code that touches connections --------------------------------------------
 
-    @contextmanager
-    def _connection(
-        self, conn: psycopg.Connection[Any] | None
-    ) -> Iterator[psycopg.Connection[Any]]:
-        if conn is not None:
-            yield conn
-        else:
-            with self._pool.connection() as pooled:
-                yield pooled
-
-    def _call_rows(
-        self,
-        query: LiteralString,
-        params: Mapping[str, Any],
-        row_type: type[T],
-        *,
-        conn: psycopg.Connection[Any] | None = None,
-    ) -> list[T]:
+    def _run(self, call: Call[T], conn: psycopg.Connection[Any] | None) -> T:
         try:
-            with self._connection(conn) as c, c.cursor(row_factory=_rows_of(row_type)) as cur:
-                cur.execute(query, params)
-                return cur.fetchall()
+            if conn is not None:
+                rows = self._execute(conn, call)
+            else:
+                with self._pool.connection() as pooled:
+                    rows = self._execute(pooled, call)
         except psycopg.Error as exc:
-            translated = translate(exc)
-            if translated is exc:
+            error = _calls.failure(exc, self._pool_timeout)
+            if error is exc:
                 raise
-            raise translated from exc
+            raise error from exc
+        return call.decode(call.query, rows)
 
-    def _call_row(
-        self,
-        query: LiteralString,
-        params: Mapping[str, Any],
-        row_type: type[T],
-        *,
-        conn: psycopg.Connection[Any] | None = None,
-    ) -> T:
-        rows = self._call_rows(query, params, row_type, conn=conn)
-        if len(rows) != 1:
-            raise RuntimeError(f"expected one row from {query.split('(')[0]!r}, got {len(rows)}")
-        return rows[0]
-
-    def _call_value(
-        self,
-        query: LiteralString,
-        params: Mapping[str, Any],
-        kind: type[T],
-        *,
-        conn: psycopg.Connection[Any] | None = None,
-    ) -> T:
-        try:
-            with self._connection(conn) as c, c.cursor() as cur:
-                cur.execute(query, params)
-                row = cur.fetchone()
-        except psycopg.Error as exc:
-            translated = translate(exc)
-            if translated is exc:
-                raise
-            raise translated from exc
-        if kind is type(None):
-            # A `returns void` function: psycopg reads the void value as ''.
-            return None
-        value = row[0] if row is not None else None
-        if not isinstance(value, kind):
-            raise TypeError(f"{query.split('(')[0]!r} returned {value!r}, not {kind.__name__}")
-        return value
-
-
-def _rows_of(row_type: type[T]) -> BaseRowFactory[T]:
-    """Rows as ``row_type`` instances, built from positional values: psycopg's
-    ``class_row`` builds a keyword dict per row, a cost the claim path feels. The
-    result columns must be the dataclass's fields, in order; that is checked once
-    per statement."""
-    fields = tuple(f.name for f in dataclasses.fields(row_type))  # type: ignore[arg-type]  # row types are dataclasses
-
-    def factory(cursor: Any) -> RowMaker[T]:
-        names = tuple(c.name for c in cursor.description or ())
-        if names != fields:
-            raise RuntimeError(f"{row_type.__name__} expects columns {fields}, got {names}")
-        return lambda values: row_type(*values)
-
-    return factory
-
-
-def _check_schedule(run_at: datetime | None, delay: timedelta | None) -> None:
-    if run_at is not None and delay is not None:
-        raise InvalidArgument("run_at and delay are exclusive: pass one of them")
-    if run_at is not None and run_at.utcoffset() is None:
-        raise InvalidArgument(f"invalid run_at {run_at.isoformat()}: must be timezone-aware")
+    def _execute(self, conn: psycopg.Connection[Any], call: Call[Any]) -> list[Any]:
+        with conn.cursor(row_factory=call.row_factory) as cur:
+            cur.execute(call.query, call.params, prepare=self._prepare)
+            return cur.fetchall()

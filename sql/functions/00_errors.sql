@@ -18,7 +18,9 @@ select v.sqlstate, v.name, v.meaning
     ('PQ203', 'queue_not_found',
      'The queue was never configured nor used.'),
     ('PQ204', 'marker_not_found',
-     'No run-once marker has this job id and effect key, or it is not in a state the operation applies to.')
+     'No run-once marker has this job id and effect key, or it is not in a state the operation applies to.'),
+    ('PQ210', 'schedule_not_found',
+     'No schedule has this name (see pgq.schedules).')
   ) as v(sqlstate, name, meaning);
 comment on view pgq.error_codes is
     'The SQLSTATE codes pgq raises, with their names and meanings.';

@@ -34,15 +34,23 @@ comment on function pgq._check_lease(interval) is
     'Internal: PQ001 unless the lease is NULL or between 1 second and 1 day.';
 
 -- Create or update a queue's settings; NULL keeps the current (or default) value.
+-- Flow limits (enforced by pgq.claim, fleet-wide): `concurrency` running jobs in the
+-- queue, `rate_limit` starts per sliding `rate_period`, `key_concurrency` running jobs
+-- per concurrency key; 0 removes a limit.
 create or replace function pgq.configure_queue(queue text, max_retries integer default null,
                                                backoff_base interval default null,
                                                backoff_max interval default null,
-                                               lease interval default null)
+                                               lease interval default null,
+                                               concurrency integer default null,
+                                               rate_limit integer default null,
+                                               rate_period interval default null,
+                                               key_concurrency integer default null)
 returns void
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_current pgq.queues;
+    v_limit   record;
 begin
     if configure_queue.queue is null or length(configure_queue.queue) not between 1 and 128 then
         raise exception using errcode = 'PQ001',
@@ -56,6 +64,25 @@ begin
                              configure_queue.max_retries);
     end if;
     perform pgq._check_lease(configure_queue.lease);
+    for v_limit in
+        select l.name, l.value
+          from (values (1, 'concurrency', configure_queue.concurrency),
+                       (2, 'rate_limit', configure_queue.rate_limit),
+                       (3, 'key_concurrency', configure_queue.key_concurrency)) as l(ord, name, value)
+         where l.value not between 0 and 1000000
+         order by l.ord
+    loop
+        raise exception using errcode = 'PQ001',
+            message = format('invalid %s %s: must be between 0 and 1000000 (0 removes the limit)',
+                             v_limit.name, v_limit.value),
+            hint = 'Pass NULL to keep the current value.';
+    end loop;
+    if configure_queue.rate_period not between interval '1 millisecond' and interval '1 day' then
+        raise exception using errcode = 'PQ001',
+            message = format('invalid rate_period %s: must be between 1 millisecond and 1 day',
+                             configure_queue.rate_period),
+            hint = 'Pass NULL to keep the current value; rate_limit 0 removes the rate limit.';
+    end if;
 
     insert into pgq.queues as q (queue) values (configure_queue.queue)
     on conflict on constraint queues_pkey do nothing;
@@ -73,16 +100,27 @@ begin
     end if;
 
     update pgq.queues q
-       set max_retries  = coalesce(configure_queue.max_retries, q.max_retries),
-           backoff_base = coalesce(configure_queue.backoff_base, q.backoff_base),
-           backoff_max  = coalesce(configure_queue.backoff_max, q.backoff_max),
-           lease        = coalesce(configure_queue.lease, q.lease),
-           updated_at   = now()
+       set max_retries     = coalesce(configure_queue.max_retries, q.max_retries),
+           backoff_base    = coalesce(configure_queue.backoff_base, q.backoff_base),
+           backoff_max     = coalesce(configure_queue.backoff_max, q.backoff_max),
+           lease           = coalesce(configure_queue.lease, q.lease),
+           concurrency     = coalesce(configure_queue.concurrency, q.concurrency),
+           rate_limit      = coalesce(configure_queue.rate_limit, q.rate_limit),
+           rate_period     = coalesce(configure_queue.rate_period, q.rate_period),
+           key_concurrency = coalesce(configure_queue.key_concurrency, q.key_concurrency),
+           updated_at      = now()
      where q.queue = configure_queue.queue;
+    -- A rate window no longer counted is forgotten; a new one starts empty.
+    if coalesce(configure_queue.rate_limit, v_current.rate_limit) = 0 then
+        delete from pgq.queue_starts s where s.queue = configure_queue.queue;
+    end if;
+    -- Limits raised or removed may let waiting jobs run now.
+    perform pgq._wake(array[configure_queue.queue]);
 end;
 $$;
-comment on function pgq.configure_queue(text, integer, interval, interval, interval) is
-    'Create or update a queue''s settings (NULL keeps the current value); PQ001 on a bad value.';
+comment on function pgq.configure_queue(text, integer, interval, interval, interval, integer,
+                                        integer, interval, integer) is
+    'Create or update a queue''s settings and flow limits (NULL keeps the current value, 0 removes a limit); PQ001 on a bad value.';
 
 -- Internal: set a known queue's paused flag, or refuse an unknown queue.
 create or replace function pgq._set_paused(queue text, paused boolean)

@@ -20,14 +20,18 @@ comment on function pgq._reject_job(bigint, integer, text) is
 -- Enqueue many jobs in one statement. Each array is NULL (every job takes the
 -- default) or as long as job_names; a NULL element takes the default for that job.
 -- Returns the job ids in input order; a job whose idempotency key already exists
--- is not inserted and its existing id is returned in its place. Wakes listening
+-- is not inserted and its existing id is returned in its place. Keyed jobs are
+-- inserted in key order, whatever the input order, so overlapping keyed batches
+-- wait for each other instead of deadlocking. `concurrency_keys` name the group a
+-- job's queue key_concurrency counts it in (NULL: no group). Wakes listening
 -- workers with one NOTIFY per queue that got jobs due now.
 create or replace function pgq.enqueue_many(job_names text[], payloads jsonb[] default null,
                                             queues text[] default null,
                                             run_ats timestamptz[] default null,
                                             priorities integer[] default null,
                                             max_retries integer[] default null,
-                                            idempotency_keys text[] default null)
+                                            idempotency_keys text[] default null,
+                                            concurrency_keys text[] default null)
 returns bigint[]
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
@@ -49,7 +53,8 @@ begin
        or cardinality(enqueue_many.run_ats) <> v_count
        or cardinality(enqueue_many.priorities) <> v_count
        or cardinality(enqueue_many.max_retries) <> v_count
-       or cardinality(enqueue_many.idempotency_keys) <> v_count then
+       or cardinality(enqueue_many.idempotency_keys) <> v_count
+       or cardinality(enqueue_many.concurrency_keys) <> v_count then
         select format('invalid %s: %s has %s elements, job_names has %s', a.name, a.name, a.len, v_count)
           into v_error
           from (values ('payloads', cardinality(enqueue_many.payloads)),
@@ -57,7 +62,8 @@ begin
                        ('run_ats', cardinality(enqueue_many.run_ats)),
                        ('priorities', cardinality(enqueue_many.priorities)),
                        ('max_retries', cardinality(enqueue_many.max_retries)),
-                       ('idempotency_keys', cardinality(enqueue_many.idempotency_keys))) as a(name, len)
+                       ('idempotency_keys', cardinality(enqueue_many.idempotency_keys)),
+                       ('concurrency_keys', cardinality(enqueue_many.concurrency_keys))) as a(name, len)
          where a.len <> v_count
          limit 1;
         raise exception using errcode = 'PQ001', message = v_error,
@@ -91,12 +97,13 @@ begin
     with new_jobs as materialized (
         select v_ids[i.ord] as id, q.queue, i.job_name, coalesce(i.payload, '{}') as payload,
                coalesce(i.priority, 0) as priority, coalesce(i.run_at, now()) as run_at,
-               coalesce(i.max_retries, q.max_retries) as max_retries, i.idempotency_key
+               coalesce(i.max_retries, q.max_retries) as max_retries, i.idempotency_key,
+               i.concurrency_key
           from unnest(enqueue_many.job_names, enqueue_many.payloads, enqueue_many.queues,
                       enqueue_many.run_ats, enqueue_many.priorities, enqueue_many.max_retries,
-                      enqueue_many.idempotency_keys)
+                      enqueue_many.idempotency_keys, enqueue_many.concurrency_keys)
                with ordinality as i(job_name, payload, queue, run_at, priority, max_retries,
-                                    idempotency_key, ord)
+                                    idempotency_key, concurrency_key, ord)
           join pgq.queues q on q.queue = coalesce(i.queue, 'default')
          where case
                when i.job_name is null or length(i.job_name) not between 1 and 200
@@ -114,18 +121,24 @@ begin
                when length(i.idempotency_key) not between 1 and 512
                    then pgq._reject_job(i.ord, v_count,
                             'invalid idempotency_key: must be 1 to 512 characters')
+               when length(i.concurrency_key) not between 1 and 512
+                   then pgq._reject_job(i.ord, v_count,
+                            'invalid concurrency_key: must be 1 to 512 characters')
                else true
                end
          order by i.ord
     ),
     unkeyed as (
         insert into pgq.jobs (id, queue, job_name, payload, priority, run_at, max_retries,
-                              idempotency_key)
+                              idempotency_key, concurrency_key)
         select * from new_jobs n where n.idempotency_key is null
     )
+    -- Keys in one order for every caller (bytewise): a batch waits on another's
+    -- uncommitted key only for keys below those it holds, so no cycle can form.
     insert into pgq.jobs (id, queue, job_name, payload, priority, run_at, max_retries,
-                          idempotency_key)
+                          idempotency_key, concurrency_key)
     select * from new_jobs n where n.idempotency_key is not null
+     order by n.idempotency_key collate "C"
     on conflict (idempotency_key) where idempotency_key is not null do nothing;
 
     -- Wake the workers of the queues that got jobs due now (none for later ones).
@@ -146,16 +159,19 @@ begin
          order by i.ord);
 end;
 $$;
-comment on function pgq.enqueue_many(text[], jsonb[], text[], timestamptz[], integer[], integer[], text[]) is
+comment on function pgq.enqueue_many(text[], jsonb[], text[], timestamptz[], integer[], integer[], text[],
+                                     text[]) is
     'Enqueue many jobs in one statement; returns their ids in input order. PQ001 on bad input (nothing enqueued).';
 
 -- Enqueue one job; returns its id, or with an existing idempotency key that job's id.
+-- `concurrency_key` names the group its queue's key_concurrency counts it in.
 create or replace function pgq.enqueue(job_name text, payload jsonb default '{}',
                                        queue text default 'default',
                                        run_at timestamptz default null,
                                        priority integer default 0,
                                        max_retries integer default null,
-                                       idempotency_key text default null)
+                                       idempotency_key text default null,
+                                       concurrency_key text default null)
 returns bigint
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
@@ -171,8 +187,10 @@ begin
                              array[enqueue.run_at], array[coalesce(enqueue.priority, 0)],
                              array[enqueue.max_retries],
                              case when enqueue.idempotency_key is null then null
-                                  else array[enqueue.idempotency_key] end))[1];
+                                  else array[enqueue.idempotency_key] end,
+                             case when enqueue.concurrency_key is null then null
+                                  else array[enqueue.concurrency_key] end))[1];
 end;
 $$;
-comment on function pgq.enqueue(text, jsonb, text, timestamptz, integer, integer, text) is
+comment on function pgq.enqueue(text, jsonb, text, timestamptz, integer, integer, text, text) is
     'Enqueue one job; returns its id (the existing job''s id for a known idempotency key). PQ001 on bad input.';

@@ -33,10 +33,232 @@ $$;
 comment on function pgq._expire_leases(integer) is
     'Internal: fail (retry or dead-letter) running jobs whose lease expired.';
 
+-- Internal: up to `max_jobs` available jobs of a key-limited queue, best first,
+-- skipping jobs whose concurrency key already has `key_concurrency` running (or
+-- picked here): a key at its limit holds back only its own jobs. Jobs without a key
+-- are not limited by key. The caller holds the queue row lock, so the running
+-- counts cannot change under it; the jobs read are locked (skip locked).
+create or replace function pgq._pick_by_key(queue text, key_concurrency integer,
+                                            max_jobs integer)
+returns bigint[]
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+declare
+    -- One element per running or picked job that has a key: the keys' use.
+    v_used      text[];
+    v_full      text[];
+    v_ids       bigint[] := '{}';
+    v_new_ids   bigint[];
+    v_new_keys  text[];
+    -- The claim order's position after the last job read: before every job at first.
+    v_after_priority integer := -2147483648;
+    v_after_run_at   timestamptz := '-infinity';
+    v_after_id       bigint := 0;
+    -- Each job read is locked: read about as many as are wanted.
+    v_page_size      integer := greatest(_pick_by_key.max_jobs, 10);
+    v_page_rows      integer;
+begin
+    v_used := array(select j.concurrency_key
+                      from pgq.jobs j
+                     where j.queue = _pick_by_key.queue
+                       and j.state = 'running'
+                       and j.concurrency_key is not null);
+    -- Keys already at the limit are dropped inside the scan below (a hashed lookup).
+    v_full := array(select u.k from unnest(v_used) as u(k)
+                     group by u.k having count(*) >= _pick_by_key.key_concurrency);
+
+    -- Keyset pages of the claim order, each one ordered range scan of jobs_claim_idx.
+    -- In a page, a job is taken when the running and earlier taken jobs of its key
+    -- leave room; the pages go on until the batch is full or no due job is left.
+    loop
+        with page as materialized (
+            select a.id, a.concurrency_key, a.priority, a.run_at
+              from pgq.jobs a
+             where a.queue = _pick_by_key.queue
+               and a.state = 'available'
+               and a.run_at <= now()
+               and (a.priority, a.run_at, a.id) > (v_after_priority, v_after_run_at, v_after_id)
+               and (a.concurrency_key is null
+                    or not a.concurrency_key in (select f.k from unnest(v_full) as f(k)))
+             order by a.priority, a.run_at, a.id
+             limit v_page_size
+               for update skip locked
+        ),
+        ranked as (
+            select p.id, p.concurrency_key, p.priority, p.run_at,
+                   row_number() over (partition by p.concurrency_key
+                                      order by p.priority, p.run_at, p.id) as n
+              from page p
+        ),
+        taken as (
+            select r.id, r.concurrency_key, r.priority, r.run_at
+              from ranked r
+              left join (select u.k, count(*) as n from unnest(v_used) as u(k) group by u.k) as c
+                on c.k = r.concurrency_key
+             where r.concurrency_key is null
+                or coalesce(c.n, 0) + r.n <= _pick_by_key.key_concurrency
+             order by r.priority, r.run_at, r.id
+             limit _pick_by_key.max_jobs - cardinality(v_ids)
+        )
+        select (select count(*) from page),
+               l.priority, l.run_at, l.id,
+               array(select t.id from taken t order by t.priority, t.run_at, t.id),
+               array(select t.concurrency_key from taken t where t.concurrency_key is not null)
+          into v_page_rows, v_after_priority, v_after_run_at, v_after_id, v_new_ids, v_new_keys
+          from (select 1) as one
+          left join lateral (select p.priority, p.run_at, p.id from page p
+                              order by p.priority desc, p.run_at desc, p.id desc
+                              limit 1) as l on true;
+        v_ids := v_ids || v_new_ids;
+        v_used := v_used || v_new_keys;
+        exit when cardinality(v_ids) >= _pick_by_key.max_jobs or v_page_rows < v_page_size;
+    end loop;
+    return v_ids;
+end;
+$$;
+comment on function pgq._pick_by_key(text, integer, integer) is
+    'Internal: pick and lock up to max_jobs jobs of a queue whose concurrency keys are below key_concurrency.';
+
+-- Internal: pgq.claim when a named queue has a flow limit (concurrency, rate_limit
+-- or key_concurrency). The rows of the limited queues are locked, in name order, so
+-- limited claims of a queue take turns, fleet-wide: each counts the running jobs and
+-- the starts in the rate window that the claims before it committed, and takes no
+-- more than the limits leave. Other claims, completions and enqueues do not wait on
+-- that lock. A queue at its limit yields no jobs; the others named are claimed as
+-- usual. Starts of rate-limited queues are logged in pgq.queue_starts.
+create or replace function pgq._claim_limited(worker_id text, queues text[], batch integer,
+                                              lease interval)
+returns table (id bigint, job_name text, queue text, payload jsonb, attempt integer,
+               max_retries integer, lease_token uuid, lease_expires_at timestamptz,
+               priority integer, run_at timestamptz, created_at timestamptz,
+               lease_duration interval)
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_now         timestamptz;
+    v_queue       pgq.queues;
+    v_allowed     integer;
+    v_ids         bigint[] := '{}';
+    v_more        bigint[];
+    v_sources     integer := 0;
+    v_rate_queues text[] := '{}';
+begin
+    v_now := clock_timestamp();
+    -- Each limited queue's row is locked as the loop reaches it, in name order; what
+    -- the loop reads after the lock is what the claims before this one committed.
+    for v_queue in
+        select * from pgq.queues q
+         where q.queue = any (_claim_limited.queues)
+           and not q.paused
+           and (q.concurrency > 0 or q.rate_limit > 0 or q.key_concurrency > 0)
+         order by q.queue
+           for no key update of q
+    loop
+        -- Read after the lock is held: later than any start that a claim before this
+        -- one logged for the queue. The last one read is the start time of this claim.
+        v_now := clock_timestamp();
+        v_allowed := _claim_limited.batch;
+        if v_queue.concurrency > 0 then
+            select least(v_allowed, v_queue.concurrency - count(*)) into v_allowed
+              from pgq.jobs j
+             where j.queue = v_queue.queue and j.state = 'running';
+        end if;
+        if v_queue.rate_limit > 0 then
+            delete from pgq.queue_starts s
+             where s.queue = v_queue.queue
+               and s.started_at <= v_now - v_queue.rate_period;
+            select least(v_allowed, v_queue.rate_limit - count(*)) into v_allowed
+              from pgq.queue_starts s
+             where s.queue = v_queue.queue;
+            v_rate_queues := v_rate_queues || v_queue.queue;
+        end if;
+        continue when v_allowed <= 0;
+        if v_queue.key_concurrency > 0 then
+            v_more := pgq._pick_by_key(v_queue.queue, v_queue.key_concurrency, v_allowed);
+        else
+            v_more := array(
+                select a.id
+                  from pgq.jobs a
+                 where a.queue = v_queue.queue
+                   and a.state = 'available'
+                   and a.run_at <= now()
+                 order by a.priority, a.run_at, a.id
+                 limit v_allowed
+                   for update skip locked);
+        end if;
+        if cardinality(v_more) > 0 then
+            v_ids := v_ids || v_more;
+            v_sources := v_sources + 1;
+        end if;
+    end loop;
+
+    -- The queues named without a limit, as pgq.claim reads them.
+    v_more := array(
+        select c.id
+          from pgq.queues q
+         cross join lateral (
+               select a.id
+                 from pgq.jobs a
+                where a.queue = q.queue
+                  and a.state = 'available'
+                  and a.run_at <= now()
+                order by a.priority, a.run_at, a.id
+                limit _claim_limited.batch
+                  for update skip locked) as c
+         where q.queue = any (_claim_limited.queues)
+           and not q.paused
+           and not (q.concurrency > 0 or q.rate_limit > 0 or q.key_concurrency > 0));
+    if cardinality(v_more) > 0 then
+        v_ids := v_ids || v_more;
+        v_sources := v_sources + 1;
+    end if;
+    -- Jobs from several queues: the best `batch` of them, in claim order (one queue's
+    -- picks are in that order already, and no more than batch).
+    if v_sources > 1 then
+        v_ids := array(select b.id from pgq.jobs b
+                        where b.id = any (v_ids)
+                        order by b.priority, b.run_at, b.id
+                        limit _claim_limited.batch);
+    end if;
+
+    return query
+    with claimed as (
+        update pgq.jobs as j
+           set state            = 'running',
+               attempt          = j.attempt + 1,
+               worker_id        = _claim_limited.worker_id,
+               lease_token      = gen_random_uuid(),
+               lease_duration   = coalesce(_claim_limited.lease,
+                                           (select q.lease from pgq.queues q where q.queue = j.queue)),
+               lease_expires_at = now() + coalesce(_claim_limited.lease,
+                                                   (select q.lease from pgq.queues q
+                                                     where q.queue = j.queue)),
+               started_at       = v_now
+         where j.id = any (v_ids)
+        returning j.id, j.job_name, j.queue, j.payload, j.attempt, j.max_retries,
+                  j.lease_token, j.lease_expires_at, j.priority, j.run_at, j.created_at,
+                  j.lease_duration
+    ),
+    logged as (
+        insert into pgq.queue_starts (queue, started_at)
+        select c.queue, v_now from claimed c where c.queue = any (v_rate_queues)
+    )
+    select c.id, c.job_name, c.queue, c.payload, c.attempt, c.max_retries,
+           c.lease_token, c.lease_expires_at, c.priority, c.run_at, c.created_at,
+           c.lease_duration
+      from claimed c
+     order by c.priority, c.run_at, c.id;
+end;
+$$;
+comment on function pgq._claim_limited(text, text[], integer, interval) is
+    'Internal: pgq.claim for queues with flow limits (concurrency, rate_limit, key_concurrency).';
+
 -- Take up to `batch` runnable jobs from `queues`, best first: lower priority, then
 -- earlier run_at, then lower id. `lease_duration` tells the worker how often to
--- heartbeat without comparing its clock with the database's. Never waits for a job another worker holds, never
--- reads a paused queue, a job not yet due, or a finished job.
+-- heartbeat without comparing its clock with the database's. Never waits for a job
+-- another worker holds, never reads a paused queue, a job not yet due, or a finished
+-- job. A queue with a flow limit goes through pgq._claim_limited, which may return
+-- fewer jobs (or none) to keep the limits; a queue without one costs nothing more.
 create or replace function pgq.claim(worker_id text, queues text[] default '{default}',
                                      batch integer default 1, lease interval default null)
 returns table (id bigint, job_name text, queue text, payload jsonb, attempt integer,
@@ -46,7 +268,9 @@ returns table (id bigint, job_name text, queue text, payload jsonb, attempt inte
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_lease interval := claim.lease;
+    v_lease       interval := claim.lease;
+    v_queue_lease interval;
+    v_limited     boolean;
 begin
     if claim.worker_id is null or length(claim.worker_id) not between 1 and 200 then
         raise exception using errcode = 'PQ001',
@@ -65,9 +289,24 @@ begin
 
     perform pgq._expire_leases();
 
-    -- One queue (the usual claim): its lease is looked up once, not per job.
-    if v_lease is null and cardinality(claim.queues) = 1 then
-        select q.lease into v_lease from pgq.queues q where q.queue = claim.queues[1];
+    -- One queue (the usual claim): its lease and whether it has a flow limit are
+    -- looked up once, not per job.
+    if cardinality(claim.queues) = 1 then
+        select q.lease, q.concurrency > 0 or q.rate_limit > 0 or q.key_concurrency > 0
+          into v_queue_lease, v_limited
+          from pgq.queues q
+         where q.queue = claim.queues[1];
+        v_lease := coalesce(claim.lease, v_queue_lease);
+    else
+        select bool_or(q.concurrency > 0 or q.rate_limit > 0 or q.key_concurrency > 0)
+          into v_limited
+          from pgq.queues q
+         where q.queue = any (claim.queues);
+    end if;
+    if v_limited then
+        return query
+        select * from pgq._claim_limited(claim.worker_id, claim.queues, claim.batch, v_lease);
+        return;
     end if;
 
     return query

@@ -1,7 +1,8 @@
 -- Views for operators: psql is a first-class console.
 
 -- Per queue: jobs due now, scheduled for later, running, and finished by state
--- (succeeded counts until pruned), and how long the oldest due job has waited.
+-- (succeeded counts until pruned), and how long the oldest due job has waited;
+-- then the queue's flow limits as configure_queue set them (0: no limit).
 create or replace view pgq.queue_stats as
 select q.queue,
        count(j.id) filter (where j.state = 'available' and j.run_at <= now()) as available,
@@ -12,12 +13,16 @@ select q.queue,
        count(j.id) filter (where j.state = 'cancelled')                       as cancelled,
        now() - min(j.run_at) filter (where j.state = 'available' and j.run_at <= now())
                                                                               as oldest_runnable_age,
-       q.paused
+       q.paused,
+       q.concurrency,
+       q.rate_limit,
+       q.rate_period,
+       q.key_concurrency
   from pgq.queues q
   left join pgq.jobs j on j.queue = q.queue
- group by q.queue, q.paused;
+ group by q.queue, q.paused, q.concurrency, q.rate_limit, q.rate_period, q.key_concurrency;
 comment on view pgq.queue_stats is
-    'Per queue: available (due now), scheduled, running, succeeded, dead, cancelled, oldest_runnable_age, paused.';
+    'Per queue: available (due now), scheduled, running, succeeded, dead, cancelled, oldest_runnable_age, paused, and the flow limits concurrency, rate_limit, rate_period, key_concurrency (0: none).';
 
 -- Jobs that used their attempts (or failed with retry => false), with their last error.
 create or replace view pgq.dead_letter as
@@ -43,3 +48,14 @@ select j.id, j.queue, j.job_name, j.state, j.payload, j.priority, j.run_at, j.at
   from pgq.jobs j;
 comment on view pgq.job_details is
     'Every job with its state, attempts, lease and last error (lease tokens stay hidden).';
+
+-- Every schedule: its cron and time zone, the job it enqueues, its next slot and the
+-- slot it enqueued last, with that job's id and state.
+create or replace view pgq.schedules as
+select s.schedule_name, s.cron, s.timezone, s.job_name, s.queue, s.payload, s.priority,
+       s.max_retries, s.next_run_at, s.last_run_at, s.last_job_id,
+       j.state as last_job_state, s.created_at, s.updated_at
+  from pgq.job_schedules s
+  left join pgq.jobs j on j.id = s.last_job_id;
+comment on view pgq.schedules is
+    'Periodic schedules: cron, timezone, job, next_run_at, and the last slot run with its job.';

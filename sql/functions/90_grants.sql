@@ -5,8 +5,8 @@ revoke all on all functions in schema pgq from public;
 revoke all on all tables in schema pgq from public;
 
 grant execute on function
-    pgq.enqueue(text, jsonb, text, timestamptz, integer, integer, text),
-    pgq.enqueue_many(text[], jsonb[], text[], timestamptz[], integer[], integer[], text[])
+    pgq.enqueue(text, jsonb, text, timestamptz, integer, integer, text, text),
+    pgq.enqueue_many(text[], jsonb[], text[], timestamptz[], integer[], integer[], text[], text[])
     to pgq_producer, pgq_admin;
 
 grant execute on function
@@ -26,17 +26,23 @@ grant execute on function
 grant execute on function
     pgq.job_status(bigint)
     to pgq_producer, pgq_worker, pgq_admin;
+-- Workers tick as they poll; pg_cron may tick as an admin where no worker runs.
+grant execute on function pgq.tick() to pgq_worker, pgq_admin;
 
 grant execute on function
-    pgq.configure_queue(text, integer, interval, interval, interval),
+    pgq.configure_queue(text, integer, interval, interval, interval, integer, integer, interval,
+                        integer),
     pgq.pause(text),
     pgq.resume(text),
     pgq.cancel(bigint),
     pgq.retry(bigint),
     pgq.retry_dead(text),
     pgq.prune(interval, boolean),
-    pgq.once_resolve(bigint, text, boolean, jsonb)
+    pgq.once_resolve(bigint, text, boolean, jsonb),
+    pgq.schedule(text, text, text, jsonb, text, text, integer, integer),
+    pgq.unschedule(text)
     to pgq_admin;
 
 grant select on pgq.error_codes to pgq_producer, pgq_worker, pgq_admin;
-grant select on pgq.queue_stats, pgq.dead_letter, pgq.job_errors, pgq.job_details to pgq_admin;
+grant select on pgq.queue_stats, pgq.dead_letter, pgq.job_errors, pgq.job_details,
+    pgq.schedules to pgq_admin;

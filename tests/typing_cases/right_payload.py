@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypedDict
 
-from pgqueue_py import Handler, JobContext, JobType, Queue
+from pgqueue_py import AsyncQueue, Handler, JobContext, JobType, Queue
 
 
 class SendEmail(TypedDict):
@@ -31,6 +31,13 @@ def produce(queue: Queue) -> list[int]:
     return [first, second, *rest]
 
 
+async def produce_async(queue: AsyncQueue) -> list[int]:
+    first = await queue.add(send_email, {"to": "a@example.com", "subject": "hi"})
+    second = await queue.add(resize, Resize(image_id=1, width=640), delay=timedelta(seconds=5))
+    rest = await queue.add_many(send_email, [{"to": "b@example.com", "subject": "yo"}])
+    return [first, second, *rest]
+
+
 def handle_send_email(ctx: JobContext, payload: SendEmail) -> None:
     print(ctx.job_id, ctx.retry_count, payload["to"], payload["subject"].upper())
 
@@ -45,3 +52,7 @@ resize_handler: Handler[Resize] = handle_resize
 
 def decode_claimed(queue: Queue) -> list[SendEmail]:
     return [send_email.decode(job.payload) for job in queue.claim("w", queues=["default"])]
+
+
+async def decode_claimed_async(queue: AsyncQueue) -> list[Resize]:
+    return [resize.decode(job.payload) for job in await queue.claim("w", queues=["images"])]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypedDict
 
-from pgqueue_py import Handler, JobContext, JobType, Queue
+from pgqueue_py import AsyncQueue, Handler, JobContext, JobType, Queue
 
 
 class SendEmail(TypedDict):
@@ -31,6 +31,14 @@ def produce(queue: Queue) -> None:
     queue.add(send_email, {"wrong": 1})  # error: [arg-type] "dict[str, int]"
     queue.add(resize, {"image_id": 1, "width": 2})  # error: [arg-type] expected "Resize
     queue.add_many(send_email, [{"to": "a@example.com", "subject": 3}])  # error: [typeddict-item]
+
+
+async def produce_async(queue: AsyncQueue) -> None:
+    await queue.add(send_email, {"wrong": 1})  # error: [arg-type] "dict[str, int]"
+    await queue.add(resize, {"image_id": 1, "width": 2})  # error: [arg-type] expected "Resize
+    await queue.add_many(send_email, [{"to": "a", "subject": 3}])  # error: [typeddict-item]
+    job_id = await queue.add(send_email, {"to": "a@example.com", "subject": "hi"})
+    print(job_id + "")  # error: [operator] "int" and "str"
 
 
 def handle_send_email(ctx: JobContext, payload: SendEmail) -> None:

@@ -8,6 +8,7 @@ written twice would show an effect that ran twice.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 from pathlib import Path
@@ -67,7 +68,38 @@ def handle_work(ctx: JobContext, payload: Work) -> None:
     pause.wait(random.uniform(0, payload["work_ms"]) / 1000)
 
 
+async def handle_gated_async(ctx: JobContext, payload: Gated) -> None:
+    """``handle_gated`` as an ``async def``: the same files, waits on the event loop."""
+    folder = Path(payload["dir"])
+    (folder / f"started-{ctx.job_id}-{ctx.attempt}").touch()
+    if ctx.attempt in payload["block_attempts"]:
+        go = folder / f"go-{ctx.job_id}"
+        while not go.exists():
+            await asyncio.sleep(0.02)
+    if payload["effect"]:
+        await ctx.run_once_async("ledger", lambda: append_line(payload["dir"], str(ctx.job_id)))
+    (folder / f"finished-{ctx.job_id}-{ctx.attempt}").touch()
+
+
+async def handle_work_async(ctx: JobContext, payload: Work) -> None:
+    """``handle_work`` as an ``async def``."""
+    await asyncio.sleep(random.uniform(0, payload["work_ms"]) / 1000)
+
+    async def effect() -> int:
+        await asyncio.sleep(random.uniform(0, payload["work_ms"]) / 1000)
+        append_line(payload["dir"], str(ctx.job_id))
+        return ctx.attempt
+
+    await ctx.run_once_async("ledger", effect)
+    await asyncio.sleep(random.uniform(0, payload["work_ms"]) / 1000)
+
+
 handlers: dict[JobType[Any], Handler[Any]] = {
     gated: handle_gated,
     work: handle_work,
+}
+
+async_handlers: dict[JobType[Any], Handler[Any]] = {
+    gated: handle_gated_async,
+    work: handle_work_async,
 }

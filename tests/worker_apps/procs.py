@@ -15,20 +15,21 @@ import psycopg
 from psycopg.rows import dict_row
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
-APP = "worker_apps.apps:handlers"
+APPS = {"sync": "worker_apps.apps:handlers", "async": "worker_apps.apps:async_handlers"}
+"""The same job types, handled by plain functions or by ``async def`` ones."""
 
 
 class WorkerProcess:
     """A worker running ``worker_apps.run`` in a subprocess, logging to a file."""
 
-    def __init__(self, dsn: str, log_path: Path, *options: str) -> None:
+    def __init__(self, dsn: str, log_path: Path, *options: str, app: str = APPS["sync"]) -> None:
         self.log_path = log_path
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(TESTS_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
         )}  # fmt: skip
         self._log = open(log_path, "ab")  # noqa: SIM115  # closed in wait()/kill()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker_apps.run", APP, "--dsn", dsn, *options],
+            [sys.executable, "-m", "worker_apps.run", app, "--dsn", dsn, *options],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,58 @@
+"""The worker's own record of one claimed job: where it is in the worker, and what the
+engine said about it. Only the coordinator's event loop changes it; a handler never
+sees it (its view is :class:`~pgqueue_py.worker.context.JobContext`)."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass, field
+
+from pgqueue_py.client import ClaimedJob
+from pgqueue_py.client.errors import JobCancelled, LeaseLost
+
+
+class Stage(enum.Enum):
+    BUFFERED = "buffered"
+    """Claimed ahead of a free slot: leased and heartbeated, its handler not started."""
+    RUNNING = "running"
+    """Its handler runs."""
+    RECORDING = "recording"
+    """Its handler returned; the outcome waits for (or is in) its call to the engine."""
+
+
+@dataclass(eq=False)
+class Attempt:
+    """One attempt of one job, from claim until its outcome is recorded or its lease lost."""
+
+    job: ClaimedJob
+    worker_id: str
+    stage: Stage = Stage.BUFFERED
+    lost: bool = False
+    """The lease is gone (expired, or the job was cancelled): nothing more is recorded."""
+    cancelled: bool = False
+    """The job was cancelled while this attempt held it (a heartbeat said so)."""
+    timed_out: bool = False
+    """The handler outlived its timeout; the attempt was failed, a late result is ignored."""
+    sending: bool = False
+    """The outcome is in a call to the engine now; that call's answer decides, not a
+    heartbeat's that crossed it."""
+    cancel_seen: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def job_id(self) -> int:
+        return self.job.id
+
+    def extra(self) -> dict[str, object]:
+        """Logging context."""
+        return {"job_id": self.job.id, "queue": self.job.queue, "job_name": self.job.job_name,
+                "attempt": self.job.attempt, "worker_id": self.worker_id}  # fmt: skip
+
+    def check_held(self) -> None:
+        """Raise if this attempt may no longer act for the job."""
+        if self.cancelled:
+            raise JobCancelled(f"job {self.job.id}: the job was cancelled")
+        if self.lost:
+            raise LeaseLost(f"job {self.job.id}: lease lost")
+        if self.timed_out:
+            raise LeaseLost(f"job {self.job.id}: the attempt timed out and was failed")
