@@ -416,7 +416,7 @@ class Lifecycle(RuleBasedStateMachine):
         """What claim does first: fail every running job whose lease expired."""
         for job in self.jobs.values():
             if job.state == "running" and not job.live:
-                self.h.calls["  (lease expired, reaped by claim)"] += 1
+                self.h.calls["path: lease expired, reaped by claim"] += 1
                 self.record_failure(job, retry=True)
                 job.lapsed, job.token = job.token, None
 
@@ -439,10 +439,10 @@ class Lifecycle(RuleBasedStateMachine):
         if outcome == "succeeded":
             job = self.jobs[job_id]
             if job.state != "running":
-                self.h.calls[f"  (late completion of a reaped lease, job {job.state})"] += 1
+                self.h.calls[f"path: late completion of a reaped lease, job {job.state}"] += 1
                 job.token, job.lapsed = job.lapsed, None
             elif not job.live:
-                self.h.calls["  (late completion of an expired lease, not reaped)"] += 1
+                self.h.calls["path: late completion of an expired lease, not reaped"] += 1
             job.state, job.live, job.result, job.aged = "succeeded", False, result, False
         return "succeeded" if outcome == "resent" else outcome
 
@@ -586,7 +586,7 @@ class Lifecycle(RuleBasedStateMachine):
             self.log.append("-- session A: rollback")
             self.h.racer_a.rollback()
         [(b_id,)] = b_result.result(timeout=30)
-        self.h.calls[f"  (key race, A {'committed' if commit else 'rolled back'})"] += 1
+        self.h.calls[f"path: key race, A {'committed' if commit else 'rolled back'}"] += 1
         if commit:
             self.check(b_id == a_id, f"key {key}: A inserted job {a_id}, B got {b_id}")
             self.new_job(a_id, queue, max_retries, key, False)
@@ -721,7 +721,7 @@ class Lifecycle(RuleBasedStateMachine):
             and job.state in ("available", "dead")
         ):
             [(state,)] = self.sql(FAIL_SQL, params)
-            self.h.calls["  (late fail of a reaped lease)"] += 1
+            self.h.calls["path: late fail of a reaped lease"] += 1
             job.errors[job.attempt] += 1  # a second row for the reaped attempt
             if not retry:
                 job.state = "dead"
@@ -878,6 +878,7 @@ class Lifecycle(RuleBasedStateMachine):
         n = index % (len(ids) + 1)
         return ids[n] if n < len(ids) else None
 
+    @precondition(lambda self: self.jobs)
     @rule(index=st.integers(0, 63))
     def cancel(self, index: int) -> None:
         job_id = self.operator_target(index)
@@ -894,6 +895,7 @@ class Lifecycle(RuleBasedStateMachine):
             job.token = None
         job.state, job.lapsed, job.live, job.aged = "cancelled", None, False, False
 
+    @precondition(lambda self: self.jobs)
     @rule(index=st.integers(0, 63))
     def retry(self, index: int) -> None:
         job_id = self.operator_target(index)
