@@ -47,11 +47,13 @@ def run_batches(
     label: str,
     expected: int | None = None,
     stream: TextIO | None = None,
+    bar_after: float = BAR_AFTER,
 ) -> BatchRun:
     """Call ``step`` (one batch, committed; returns its row count) until it returns 0.
 
     ``expected`` is how many rows there are to do, when known: the bar then shows a share
-    and an ETA. Ctrl-C stops between batches' answers and is reported, not raised."""
+    and an ETA. The bar shows once the run has lasted ``bar_after`` seconds. Ctrl-C
+    stops the run (a batch it interrupts is rolled back) and is reported, not raised."""
     out = stream if stream is not None else sys.stderr
     on_terminal = out.isatty()
     started = time.monotonic()
@@ -64,7 +66,7 @@ def run_batches(
                 done = step()
                 total += done
                 elapsed = time.monotonic() - started
-                if bar is None and on_terminal and done and elapsed >= BAR_AFTER:
+                if bar is None and on_terminal and done and elapsed >= bar_after:
                     bar = stack.enter_context(
                         click.progressbar(
                             iterable=None if expected else _no_end(),
@@ -73,6 +75,7 @@ def run_batches(
                             file=out,
                             show_pos=True,
                             show_eta=expected is not None,
+                            show_percent=expected is not None,
                             item_show_func=lambda rate: rate,
                         )
                     )
