@@ -114,6 +114,7 @@ def test_json_formatter_copies_every_job_field_and_keeps_a_traceback_on_one_line
     stream = io.StringIO()
     logger = logging.getLogger("pgqueue_py.test_json_logs")
     with logging_to("info", "json", stream=stream) as handler:
+        assert handler is not None
         handler.addFilter(WorkerIdFilter("w-1"))
         try:
             raise ValueError("bad\nvalue")
@@ -155,8 +156,22 @@ def test_logging_to_puts_the_root_logger_back_as_it_was() -> None:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
 
-    with logging_to("debug", "text", stream=io.StringIO()):
+    with logging_to("debug", "json", stream=io.StringIO()) as handler:
+        assert handler in root.handlers
         assert root.level == logging.DEBUG
 
     assert root.handlers == handlers
     assert root.level == level
+
+
+def test_text_logs_leave_a_root_logger_the_application_configured_alone() -> None:
+    root = logging.getLogger()
+    own = logging.StreamHandler(io.StringIO())
+    root.addHandler(own)
+    try:
+        handlers = list(root.handlers)
+        with logging_to("debug", "text", stream=io.StringIO()) as handler:
+            assert handler is None
+            assert root.handlers == handlers
+    finally:
+        root.removeHandler(own)

@@ -335,7 +335,8 @@ def worker_command(
             raise ConfigurationError(str(exc)) from exc
         if endpoint is not None and endpoint.worker_metrics is not None:
             endpoint.worker_metrics.track_running(worker)
-        log_handler.addFilter(logs.WorkerIdFilter(worker.worker_id))
+        if log_handler is not None:
+            log_handler.addFilter(logs.WorkerIdFilter(worker.worker_id))
         worker.run()
 
 

@@ -68,15 +68,22 @@ class WorkerIdFilter(logging.Filter):
 @contextmanager
 def logging_to(
     level: str, log_format: LogFormat, *, stream: IO[str] | None = None
-) -> Iterator[logging.Handler]:
+) -> Iterator[logging.Handler | None]:
     """While in the block, send the root logger's records at ``level`` and above to
     ``stream`` (stderr) in ``log_format``. Yields the handler, to which the caller adds
     a :class:`WorkerIdFilter` once the worker has its id; the handler and the former
-    level are put back on exit."""
+    level are put back on exit.
+
+    In text format, a root logger that already has handlers (the application configured
+    logging when its module was imported) is left alone, as ``logging.basicConfig``
+    would, and the block yields None. JSON was asked for explicitly: it is always added."""
+    root = logging.getLogger()
+    if log_format == "text" and root.handlers:
+        yield None
+        return
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     formatter = JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
     handler.setFormatter(formatter)
-    root = logging.getLogger()
     former_level = root.level
     root.addHandler(handler)
     root.setLevel(level.upper())
