@@ -130,7 +130,7 @@ select ok(not has_function_privilege('pgq_worker', 'pgq.enqueue(text, jsonb, tex
           and not has_function_privilege('pgq_worker', 'pgq.enqueue_many(text[], jsonb[], text[], timestamptz[], integer[], integer[], text[], text[])', 'execute'),
     'pgq_worker cannot execute enqueue or enqueue_many');
 select ok(not has_function_privilege('pgq_worker', 'pgq.retry(bigint)', 'execute')
-          and not has_function_privilege('pgq_worker', 'pgq.retry_dead(text)', 'execute'),
+          and not has_function_privilege('pgq_worker', 'pgq.retry_dead(text, integer)', 'execute'),
     'pgq_worker cannot execute retry or retry_dead');
 select is_empty($$select signature from pgq_functions
                    where name = 'prune'

@@ -2,7 +2,7 @@
 -- pgq.prune.
 begin;
 \ir _fixtures.psql
-select plan(84);
+select plan(103);
 
 -- cancel an available job: it is finished and no longer claimable.
 select pgq_test.fresh_queue('cancel') as q \gset
@@ -232,6 +232,64 @@ select is_empty(format('select from pgq.jobs j where j.id in (%s, %s)', :done_id
 select is_empty(format('select from pgq.jobs j where j.id = %s', :s_new), 'the recent succeeded job is gone');
 select is((select count(*)::integer from pgq.jobs j where j.id in (:a_job, :r_job)), 2,
     'prune never deletes available or running jobs');
+
+-- prune works in batches: at most batch jobs per call, lowest ids first; the
+-- caller calls again until 0.
+select pgq_test.fresh_queue('pruneb') as qb5 \gset
+select array_agg(pgq.enqueue('mail', '{}', :'qb5') order by g)::text as b5_ids
+  from generate_series(1, 5) g \gset
+select count(pgq.cancel(i)) as s from unnest(:'b5_ids'::bigint[]) i \gset
+update pgq.jobs set finished_at = now() - interval '2 hours' where id = any (:'b5_ids'::bigint[]);
+select job_id as b5_run, lease_token as b5_run_t from pgq_test.running_job('mail', null, :'qb5') \gset
+select throws_ok('select pgq.prune(interval ''1 hour'', batch => 0)',
+    'PQ001', 'invalid batch 0: must be between 1 and 100000, or NULL for 5000',
+    'prune with batch 0 is refused with invalid_argument');
+select throws_ok('select pgq.prune(interval ''1 hour'', batch => -1)',
+    'PQ001', null, 'prune with a negative batch is refused with invalid_argument');
+select throws_ok('select pgq.prune(interval ''1 hour'', batch => 100001)',
+    'PQ001', null, 'prune with a batch over 100000 is refused with invalid_argument');
+select is((select count(*)::integer from pgq.jobs j where j.queue = :'qb5'), 6,
+    'the refused prunes deleted nothing');
+select is(pgq.prune(interval '1 hour', batch => 2), 2, 'prune deletes at most batch jobs per call');
+select results_eq(format('select j.id from pgq.jobs j where j.queue = %L and j.state = %L order by j.id',
+                         :'qb5', 'cancelled'),
+    format('select unnest(%L::bigint[]) offset 2', :'b5_ids'),
+    'a batch takes the lowest ids first');
+select is(pgq.prune(interval '1 hour', batch => 2), 2, 'the next call deletes the next batch');
+select is(pgq.prune(interval '1 hour', batch => 2), 1, 'the last call deletes what is left');
+select is(pgq.prune(interval '1 hour', batch => 2), 0, 'a call with nothing left to prune returns 0');
+select is((select j.state from pgq.jobs j where j.queue = :'qb5'), 'running',
+    'the batches never deleted the running job');
+
+-- Without batch, one call deletes at most 5000 jobs.
+select pgq_test.fresh_queue('prunebig') as qbig \gset
+insert into pgq.jobs (queue, job_name, max_retries, state, finished_at)
+select :'qbig', 'mail', 0, 'succeeded', now() - interval '2 hours' from generate_series(1, 5001);
+select is(pgq.prune(interval '1 hour'), 5000, 'prune without batch deletes at most 5000 jobs');
+select is(pgq.prune(interval '1 hour', batch => null), 1, 'batch NULL is the same 5000: one job was left');
+
+-- retry_dead in batches: at most batch jobs, lowest ids first; NULL is all.
+select pgq_test.fresh_queue('rdbatch') as qrd \gset
+select job_id as rd1, lease_token as rd1_t from pgq_test.running_job('mail', 0, :'qrd') \gset
+select pgq.fail(:rd1, :'rd1_t', 'x') as s \gset
+select job_id as rd2, lease_token as rd2_t from pgq_test.running_job('mail', 0, :'qrd') \gset
+select pgq.fail(:rd2, :'rd2_t', 'x') as s \gset
+select job_id as rd3, lease_token as rd3_t from pgq_test.running_job('mail', 0, :'qrd') \gset
+select pgq.fail(:rd3, :'rd3_t', 'x') as s \gset
+select throws_ok(format('select pgq.retry_dead(%L, batch => 0)', :'qrd'),
+    'PQ001', 'invalid batch 0: must be between 1 and 100000, or NULL for all',
+    'retry_dead with batch 0 is refused with invalid_argument');
+select throws_ok(format('select pgq.retry_dead(%L, batch => 100001)', :'qrd'),
+    'PQ001', null, 'retry_dead with a batch over 100000 is refused with invalid_argument');
+select is((select count(*)::integer from pgq.jobs j where j.queue = :'qrd' and j.state = 'dead'), 3,
+    'the refused retry_dead calls left the jobs dead');
+select is(pgq.retry_dead(:'qrd', batch => 2), 2, 'retry_dead retries at most batch jobs per call');
+select results_eq(format('select j.id, j.state from pgq.jobs j where j.queue = %L order by j.id', :'qrd'),
+    format('values (%s::bigint, %L::text), (%s, %L), (%s, %L)',
+           :rd1, 'available', :rd2, 'available', :rd3, 'dead'),
+    'a retry_dead batch takes the lowest ids first');
+select is(pgq.retry_dead(:'qrd', batch => 2), 1, 'the next call retries what is left');
+select is(pgq.retry_dead(:'qrd', batch => 2), 0, 'a call with no dead job left returns 0');
 
 -- Privileges: only admins run operator calls.
 select pgq.enqueue('mail', '{}', :'qp') as op_id \gset

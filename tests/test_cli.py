@@ -344,6 +344,50 @@ def test_retry_all_dead_prints_how_many(dsn: str, queue: Queue) -> None:
     assert scalar(dsn, "select count(*) from pgq.jobs where state = 'dead'") == 0
 
 
+def test_retry_all_dead_goes_in_batches_of_batch_size_each_committed(
+    dsn: str, queue: Queue
+) -> None:
+    dead = [dead_job(queue) for _ in range(7)]
+    elsewhere = running_job(queue, queue_name="elsewhere")
+    queue.fail(elsewhere.id, elsewhere.lease_token, "no", retry=False)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("create table requeued (job_id bigint, xid xid8 default pg_current_xact_id())")
+        conn.execute(
+            "create function record_requeue() returns trigger language plpgsql as $$ begin"
+            " insert into public.requeued (job_id) values (new.id); return new; end $$"
+        )
+        conn.execute(
+            "create trigger jobs_record_requeue after update on pgq.jobs for each row"
+            " when (old.state = 'dead' and new.state = 'available')"
+            " execute function record_requeue()"
+        )
+
+    result = cli("retry", "--all-dead", "--queue", "mail", "--batch-size", "3", dsn=dsn)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "retried 7 dead jobs\n"
+    assert result.stderr == ""  # not a terminal: no bar, only the total
+    with psycopg.connect(dsn) as conn:
+        batches = [r[0] for r in conn.execute(
+            "select array_agg(job_id order by job_id) from requeued group by xid order by xid"
+        )]  # fmt: skip
+    assert batches == [dead[0:3], dead[3:6], dead[6:7]]
+    assert job_row(dsn, elsewhere.id)["state"] == "dead"
+
+
+@pytest.mark.parametrize("size", ["0", "100001", "x"])
+def test_batch_size_out_of_range_is_a_usage_error(dsn: str, size: str) -> None:
+    assert cli("retry", "--all-dead", "--batch-size", size, dsn=dsn).exit_code == 2
+    assert cli("prune", "--older-than", "1d", "--batch-size", size, dsn=dsn).exit_code == 2
+
+
+def test_worker_log_format_must_be_text_or_json(dsn: str) -> None:
+    result = cli("worker", "worker_apps.apps:handlers", "--log-format", "xml", dsn=dsn)
+
+    assert result.exit_code == 2
+    assert "text" in result.stderr and "json" in result.stderr
+
+
 @pytest.mark.parametrize(
     "args", [[], ["1", "--all-dead"], ["1", "--queue", "mail"]], ids=["none", "both", "queue"]
 )

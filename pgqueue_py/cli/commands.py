@@ -26,8 +26,10 @@ import click
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from pgqueue_py.cli import demo
+from pgqueue_py.cli import demo, logs
 from pgqueue_py.cli.demo import DemoFailed
+from pgqueue_py.cli.logs import LogFormat
+from pgqueue_py.cli.progress import run_batches
 from pgqueue_py.cli.tables import (
     attempt_text,
     dead_table,
@@ -53,6 +55,11 @@ EXIT_REFUSED = 1
 """The engine refused (unknown job, wrong state, bad argument...) or the database failed."""
 EXIT_USAGE = 2
 """A bad option or argument, no DSN, a MODULE:ATTR that does not load."""
+EXIT_INTERRUPTED = 130
+"""A batched command (prune, retry --all-dead) stopped by Ctrl-C; its done batches stay."""
+
+RETRY_BATCH = 5000
+"""Dead jobs ``retry --all-dead`` requeues per transaction."""
 
 
 class OneLineError(click.ClickException):
@@ -120,6 +127,7 @@ def main() -> None:
          database failed; one line "pgqueue: error: <message>" on stderr
       2  usage or configuration error: bad option, no DSN, a MODULE:ATTR that
          does not load
+      130  prune or retry --all-dead stopped by Ctrl-C; the batches done stay done
     """
 
 
@@ -271,6 +279,8 @@ def migrate_command(dsn: str | None) -> None:
               " Needs pgqueue[metrics].")  # fmt: skip
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, metavar="HOST",
               help="The address --metrics-port binds.")  # fmt: skip
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="json: one JSON object per line on stderr.")  # fmt: skip
 @dsn_option
 @pooler_option
 def worker_command(
@@ -284,6 +294,7 @@ def worker_command(
     log_level: str,
     metrics_port: int | None,
     metrics_host: str,
+    log_format: LogFormat,
     dsn: str | None,
 ) -> None:
     """Run the handlers in MODULE:ATTR until SIGTERM/SIGINT.
@@ -296,14 +307,10 @@ def worker_command(
     resolved = require_dsn(dsn)
     with psycopg.connect(resolved, connect_timeout=10):
         pass  # an unreachable database is an error now, not a worker retrying forever
-    logging.basicConfig(
-        level=log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     pooler = transaction_pooler()
     # The worker opens connections of its own; this queue only names the database.
     with (
+        logs.logging_to(log_level, log_format) as log_handler,
         Queue(resolved, min_connections=0, max_connections=1, transaction_pooler=pooler) as queue,
         ExitStack() as stack,
     ):
@@ -328,6 +335,8 @@ def worker_command(
             raise ConfigurationError(str(exc)) from exc
         if endpoint is not None and endpoint.worker_metrics is not None:
             endpoint.worker_metrics.track_running(worker)
+        if log_handler is not None:
+            log_handler.addFilter(logs.WorkerIdFilter(worker.worker_id))
         worker.run()
 
 
@@ -602,10 +611,14 @@ def job_command(job_id: int, as_json: bool, dsn: str | None) -> None:
 @click.argument("job_id", type=int, required=False)
 @click.option("--all-dead", is_flag=True, help="Retry every dead job (of --queue, or all).")
 @click.option("--queue", default=None, help="With --all-dead: only this queue.")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=RETRY_BATCH,
+              show_default=True, help="With --all-dead: jobs per transaction.")  # fmt: skip
 @dsn_option
 @pooler_option
-def retry_command(job_id: int | None, all_dead: bool, queue: str | None, dsn: str | None) -> None:
-    """Retry a dead or cancelled job now, with fresh attempts; or --all-dead."""
+def retry_command(job_id: int | None, all_dead: bool, queue: str | None, batch_size: int,
+                  dsn: str | None) -> None:  # fmt: skip
+    """Retry a dead or cancelled job now, with fresh attempts; or --all-dead, in batches
+    of --batch-size jobs, each its own transaction (a progress bar on a terminal)."""
     if (job_id is None) == (not all_dead):
         raise click.UsageError("give either JOB_ID or --all-dead")
     if queue is not None and not all_dead:
@@ -614,9 +627,16 @@ def retry_command(job_id: int | None, all_dead: bool, queue: str | None, dsn: st
         if job_id is not None:
             s.queue.retry(job_id, conn=s.conn)
             click.echo(f"job {job_id} is available again")
-        else:
-            count = s.queue.retry_dead(queue, conn=s.conn)
-            click.echo(f"retried {count} dead job{'' if count == 1 else 's'}")
+            return
+        dead = sum(r.dead for r in s.queue.stats(conn=s.conn) if queue in (None, r.queue))
+        run = run_batches(
+            lambda: s.queue.retry_dead(queue, batch=batch_size, conn=s.conn),
+            label="retrying", expected=dead,
+        )  # fmt: skip
+    click.echo(f"retried {run.total} dead job{'' if run.total == 1 else 's'}"
+               + (" (interrupted)" if run.interrupted else ""))  # fmt: skip
+    if run.interrupted:
+        sys.exit(EXIT_INTERRUPTED)
 
 
 @main.command("cancel")
@@ -689,14 +709,25 @@ def resume_command(queue: str, dsn: str | None) -> None:
 @click.option("--older-than", type=DURATION, required=True, metavar="DURATION",
               help="Finished longer ago than this: 30s, 15m, 2h, 7d.")  # fmt: skip
 @click.option("--include-dead", is_flag=True, help="Delete dead jobs too.")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=None,
+              help="Jobs per transaction; default: the engine's (5000).")  # fmt: skip
 @dsn_option
 @pooler_option
-def prune_command(older_than: timedelta, include_dead: bool, dsn: str | None) -> None:
+def prune_command(older_than: timedelta, include_dead: bool, batch_size: int | None,
+                  dsn: str | None) -> None:  # fmt: skip
     """Delete succeeded and cancelled jobs (and with --include-dead, dead ones) that
-    finished longer ago than --older-than; print how many."""
+    finished longer ago than --older-than, in batches, each its own transaction (a
+    progress bar on a terminal); print how many."""
     with session(dsn) as s:
-        count = s.queue.prune(older_than, include_dead=include_dead, conn=s.conn)
-    click.echo(f"pruned {count} job{'' if count == 1 else 's'}")
+        run = run_batches(
+            lambda: s.queue.prune(older_than, include_dead=include_dead, batch=batch_size,
+                                  conn=s.conn),
+            label="pruning",
+        )  # fmt: skip
+    click.echo(f"pruned {run.total} job{'' if run.total == 1 else 's'}"
+               + (" (interrupted)" if run.interrupted else ""))  # fmt: skip
+    if run.interrupted:
+        sys.exit(EXIT_INTERRUPTED)
 
 
 # -- web ------------------------------------------------------------------------------------

@@ -401,12 +401,12 @@ def retry(job_id: int) -> Call[None]:
     return _scalar(_sql.RETRY, {"job_id": job_id}, _void)
 
 
-def retry_dead(queue: str | None) -> Call[int]:
-    return _scalar(_sql.RETRY_DEAD, {"queue": queue}, _as_int)
+def retry_dead(queue: str | None, *, batch: int | None) -> Call[int]:
+    return _scalar(_sql.RETRY_DEAD, {"queue": queue, "batch": batch}, _as_int)
 
 
-def prune(older_than: timedelta, *, include_dead: bool) -> Call[int]:
-    params = {"older_than": older_than, "include_dead": include_dead}
+def prune(older_than: timedelta, *, include_dead: bool, batch: int | None) -> Call[int]:
+    params = {"older_than": older_than, "include_dead": include_dead, "batch": batch}
     return _scalar(_sql.PRUNE, params, _as_int)
 
 

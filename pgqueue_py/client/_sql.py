@@ -126,11 +126,13 @@ CANCEL: LiteralString = "select pgq.cancel(job_id => %(job_id)s::bigint)"
 
 RETRY: LiteralString = "select pgq.retry(job_id => %(job_id)s::bigint)"
 
-RETRY_DEAD: LiteralString = "select pgq.retry_dead(queue => %(queue)s::text)"
+RETRY_DEAD: LiteralString = (
+    "select pgq.retry_dead(queue => %(queue)s::text, batch => %(batch)s::integer)"
+)
 
 PRUNE: LiteralString = (
     "select pgq.prune(older_than => %(older_than)s::interval,"
-    " include_dead => %(include_dead)s::boolean)"
+    " include_dead => %(include_dead)s::boolean, batch => %(batch)s::integer)"
 )
 
 ONCE_RESOLVE: LiteralString = (

@@ -397,22 +397,29 @@ class Queue:
         return self._run(_calls.retry(job_id), conn)
 
     def retry_dead(
-        self, queue: str | None = None, *, conn: psycopg.Connection[Any] | None = None
+        self,
+        queue: str | None = None,
+        *,
+        batch: int | None = None,
+        conn: psycopg.Connection[Any] | None = None,
     ) -> int:
-        """Retry every dead job, of one queue or all; returns how many. Calls
-        ``pgq.retry_dead``."""
-        return self._run(_calls.retry_dead(queue), conn)
+        """Retry the dead jobs, of one queue or all; returns how many. Calls
+        ``pgq.retry_dead``. With ``batch``, at most that many (lowest ids first): call
+        again until it returns 0, each call its own transaction; None retries them all."""
+        return self._run(_calls.retry_dead(queue, batch=batch), conn)
 
     def prune(
         self,
         older_than: timedelta,
         *,
         include_dead: bool = False,
+        batch: int | None = None,
         conn: psycopg.Connection[Any] | None = None,
     ) -> int:
-        """Delete jobs finished longer ago than ``older_than``; returns how many. Calls
-        ``pgq.prune``."""
-        return self._run(_calls.prune(older_than, include_dead=include_dead), conn)
+        """Delete one batch of jobs finished longer ago than ``older_than``; returns how
+        many. Calls ``pgq.prune``. A batch is at most ``batch`` jobs (None: the engine's
+        5000); call again until it returns 0, each call its own transaction."""
+        return self._run(_calls.prune(older_than, include_dead=include_dead, batch=batch), conn)
 
     def once_resolve(
         self,

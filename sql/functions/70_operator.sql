@@ -115,33 +115,51 @@ $$;
 comment on function pgq.retry(bigint) is
     'Retry a dead or cancelled job now with fresh attempts; PQ201 unknown job, PQ202 other states.';
 
--- Retry every dead job, of one queue or of all; returns how many. The jobs are
--- locked in ascending id order, as every multi-row call does.
-create or replace function pgq.retry_dead(queue text default null)
+-- Retry every dead job, of one queue or of all; returns how many. With batch,
+-- at most that many (the lowest ids first), so that a client can requeue a huge
+-- dead letter in short transactions: call again until it returns 0. NULL retries
+-- them all in this one call. The jobs are locked in ascending id order, as every
+-- multi-row call does.
+create or replace function pgq.retry_dead(queue text default null, batch integer default null)
 returns integer
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 begin
+    if retry_dead.batch is not null and retry_dead.batch not between 1 and 100000 then
+        raise exception using errcode = 'PQ001',
+            message = format('invalid batch %s: must be between 1 and 100000, or NULL for all',
+                             retry_dead.batch),
+            hint = 'For example 5000, and call again until it returns 0.';
+    end if;
     return pgq._requeue(array(
         select j.id from pgq.jobs j
          where j.state = 'dead'
            and (retry_dead.queue is null or j.queue = retry_dead.queue)
          order by j.id
+         limit retry_dead.batch
            for update));
 end;
 $$;
-comment on function pgq.retry_dead(text) is
-    'Retry every dead job (of one queue, or all when NULL) with fresh attempts; returns the count.';
+comment on function pgq.retry_dead(text, integer) is
+    'Retry the dead jobs (of one queue, or all when NULL; at most batch of them, NULL: all) with fresh attempts; returns the count.';
 
--- Delete finished jobs (succeeded and cancelled; dead too with include_dead)
--- that finished longer ago than older_than, with their errors and run-once
--- markers. Their idempotency keys become free. Returns how many jobs. The jobs
--- are locked in ascending id order before the delete, as every multi-row call does.
-create or replace function pgq.prune(older_than interval, include_dead boolean default false)
+-- Delete one batch of finished jobs: up to batch jobs (NULL: 5000) that are
+-- succeeded or cancelled (dead too with include_dead) and finished longer ago
+-- than older_than, lowest ids first, with their errors and run-once markers.
+-- Their idempotency keys become free. Returns how many jobs it deleted: a caller
+-- prunes everything by calling again, each call its own transaction, until it
+-- returns 0 (pgqueue prune does; from psql, a DO block that commits between
+-- calls). Short transactions keep the xmin horizon moving, so that VACUUM
+-- reclaims each batch while the next one runs and the table does not bloat. The
+-- jobs are locked in ascending id order; a job another transaction holds is
+-- skipped (a later call takes it), never waited for.
+create or replace function pgq.prune(older_than interval, include_dead boolean default false,
+                                     batch integer default null)
 returns integer
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 declare
+    v_batch integer := coalesce(prune.batch, 5000);
     v_ids bigint[];
 begin
     if prune.older_than is null or prune.older_than < interval '0' then
@@ -153,6 +171,12 @@ begin
     if prune.include_dead is null then
         raise exception using errcode = 'PQ001', message = 'invalid include_dead: must be true or false';
     end if;
+    if v_batch not between 1 and 100000 then
+        raise exception using errcode = 'PQ001',
+            message = format('invalid batch %s: must be between 1 and 100000, or NULL for 5000',
+                             v_batch),
+            hint = 'Call prune again until it returns 0 rather than raising the batch.';
+    end if;
     with pruned as (
         delete from pgq.jobs j
          where j.id = any (array(
@@ -162,7 +186,8 @@ begin
                       and (l.state in ('succeeded', 'cancelled')
                            or (prune.include_dead and l.state = 'dead'))
                     order by l.id
-                      for update))
+                    limit v_batch
+                      for update skip locked))
            and j.finished_at < now() - prune.older_than
            and (j.state in ('succeeded', 'cancelled')
                 or (prune.include_dead and j.state = 'dead'))
@@ -174,5 +199,5 @@ begin
     return cardinality(v_ids);
 end;
 $$;
-comment on function pgq.prune(interval, boolean) is
-    'Delete jobs finished longer ago than older_than (dead ones only with include_dead); returns the count.';
+comment on function pgq.prune(interval, boolean, integer) is
+    'Delete one batch (batch jobs, NULL: 5000) of jobs finished longer ago than older_than (dead ones only with include_dead); returns the count: call again until 0.';

@@ -37,8 +37,8 @@ grant execute on function
     pgq.resume(text),
     pgq.cancel(bigint),
     pgq.retry(bigint),
-    pgq.retry_dead(text),
-    pgq.prune(interval, boolean),
+    pgq.retry_dead(text, integer),
+    pgq.prune(interval, boolean, integer),
     pgq.once_resolve(bigint, text, boolean, jsonb),
     pgq.schedule(text, text, text, jsonb, text, text, integer, integer),
     pgq.unschedule(text)
