@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import TypedDict
 
 import psycopg
@@ -29,6 +30,7 @@ from pgqueue_py.testing import create_database, drop_database, unique_name
 from pgqueue_py.testing.throwaway import ThrowawayPostgres
 
 DURABLE = {"fsync": "on", "full_page_writes": "on", "synchronous_commit": "on"}
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 class NoPayload(TypedDict):
@@ -151,7 +153,21 @@ def main() -> int:
     print(f"\nWorker ({args.latency_samples} latency samples)")
     for name, value in rows:
         print(f"{name:<{width}}  {value:>16}")
+    write_plots(drain_rates, latencies)
     return 0
+
+
+def write_plots(drain_rates: list[tuple[int, float]], latencies_ms: list[float]) -> None:
+    """PNG plots beside the table: drain throughput by concurrency, and the idle
+    latency CDF (the peers benchmark draws its own with the other contestants)."""
+    sys.path.insert(0, str(RESULTS.parent / "peers"))
+    from peer_plots import plot_latency_cdf, plot_throughput
+
+    RESULTS.mkdir(exist_ok=True)
+    sweep = [(f"concurrency={c}", c, [rate], c == 8) for c, rate in drain_rates]
+    plot_throughput(RESULTS / "worker_throughput.png", {"pgqueue": sweep})
+    plot_latency_cdf(RESULTS / "worker_latency_cdf.png", {"pgqueue": latencies_ms}, None)
+    print(f"plots: {RESULTS / 'worker_throughput.png'}, {RESULTS / 'worker_latency_cdf.png'}")
 
 
 if __name__ == "__main__":
