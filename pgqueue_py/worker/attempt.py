@@ -36,9 +36,6 @@ class Attempt:
     """The handler outlived its timeout; the attempt was failed, a late result is ignored."""
     handler_seconds: float = 0.0
     """How long the handler ran, once it returned."""
-    sending: bool = False
-    """The outcome is in a call to the engine now; that call's answer decides, not a
-    heartbeat's that crossed it."""
     cancel_seen: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property

@@ -592,7 +592,7 @@ class Worker:
                 wait = self._heartbeat_every
                 continue
             period = wait = self._heartbeat_every
-            attempts = [a for a in self._held.values() if not a.sending]
+            attempts = list(self._held.values())
             if not attempts:
                 continue
             try:
@@ -747,7 +747,6 @@ class _Outcomes:
                 self._failures.popleft()
                 continue
             outcome: Outcome = "timed_out" if attempt.timed_out else "failed"
-            attempt.sending = True
             try:
                 job = attempt.job
                 state = await self._db.fail(job.id, job.lease_token, error, retry=retry)
@@ -763,8 +762,6 @@ class _Outcomes:
                     log.warning("job %s (%s) is dead after attempt %s", attempt.job_id,
                                 attempt.job.job_name, attempt.job.attempt,
                                 extra=attempt.extra())  # fmt: skip
-            finally:
-                attempt.sending = False
             self._failures.popleft()
             worker._ended(attempt, outcome)
 
@@ -788,8 +785,6 @@ class _Outcomes:
             self._successes = later
             if not batch:
                 continue
-            for attempt, _ in batch:
-                attempt.sending = True
             results = [result for _, result in batch]
             try:
                 outcomes = await self._db.complete_many(
@@ -797,12 +792,9 @@ class _Outcomes:
                     results=results if any(r is not None for r in results) else None,
                 )  # fmt: skip
             except BaseException:
-                for attempt, _ in batch:
-                    attempt.sending = False
                 self._successes[:0] = batch
                 raise
             for (attempt, _), outcome in zip(batch, outcomes, strict=True):
-                attempt.sending = False
                 worker._ended(attempt, outcome.outcome)
                 if outcome.outcome == "failed":
                     log.warning("job %s (%s) attempt %s: its result is over the 1 MiB limit, "
