@@ -175,17 +175,16 @@ def levels_off(first: float, last: float, span_minutes: float, mean_last: float)
 
 
 def series(bins: Sequence[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
-    out: dict[str, list[tuple[float, float]]] = {"table bytes": [], "dead tuples": [],
+    """Each levelled metric's (t, value) samples."""
+    out: dict[str, list[tuple[float, float]]] = {"table MB": [], "dead tuples": [],
                                                  "claim p99 ms": []}
-    for name in INDEXES:
-        out[f"{name} bytes"] = []
     for b in bins:
-        out["table bytes"].append((b["t"], b["table_bytes"]))
+        out["table MB"].append((b["t"], b["table_bytes"] / 1_048_576))
         out["dead tuples"].append((b["t"], b["dead_tuples"]))
         if b["claim_p99_ms"] is not None:
             out["claim p99 ms"].append((b["t"], b["claim_p99_ms"]))
         for name in INDEXES:
-            out[f"{name} bytes"].append((b["t"], b["index_bytes"][name]))
+            out.setdefault(f"{name} MB", []).append((b["t"], b["index_bytes"][name] / 1_048_576))
     return out
 
 
@@ -201,7 +200,7 @@ def level_rows(bins: Sequence[dict[str, Any]]) -> list[list[str]]:
         s1, s3 = slope_per_minute(first), slope_per_minute(last)
         mean_last = sum(v for _, v in last) / len(last) if last else 0.0
         span = (last[-1][0] - last[0][0]) / 60 if last else 0.0
-        rows.append([metric, f"{s1:,.1f}", f"{s3:,.1f}",
+        rows.append([metric, f"{s1:,.2f}", f"{s3:,.2f}",
                      "yes" if levels_off(s1, s3, span, mean_last) else "**no**"])
     return rows
 
