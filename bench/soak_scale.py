@@ -43,10 +43,12 @@ PLAN_CALLS = 6  # PL/pgSQL may switch to a generic plan after five calls: show t
 LEVEL_SHARE = 0.25
 FLAT_SHARE = 0.05
 LEVEL_RULE = (
-    f"Levels off: the least-squares slope of the last third of the run's 10-s samples is at"
-    f" most {LEVEL_SHARE:.0%} of the first third's, or over the last third it changes by less"
-    f" than {FLAT_SHARE:.0%} of its mean there (a series flat from the start); a falling one"
-    " levels off. A minute's claim p99 is the highest of its bins' p99."
+    "Levels off: each metric is sampled every 10 s as the highest value of the minute ending"
+    " there (the top of vacuum's sawtooth for dead tuples; for claims the minute's p99, the"
+    " highest of its bins' p99). It levels off when the least-squares slope of the last third"
+    f" of the run's samples is at most {LEVEL_SHARE:.0%} of the first third's, or when over"
+    f" the last third it changes by less than {FLAT_SHARE:.0%} of its mean there (a series"
+    " flat from the start); a falling one levels off."
 )
 
 
@@ -185,7 +187,12 @@ def series(bins: Sequence[dict[str, Any]]) -> dict[str, list[tuple[float, float]
             out["claim p99 ms"].append((b["t"], b["claim_p99_ms"]))
         for name in INDEXES:
             out.setdefault(f"{name} MB", []).append((b["t"], b["index_bytes"][name] / 1_048_576))
-    return out
+    return {name: minute_maximum(points) for name, points in out.items()}
+
+
+def minute_maximum(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Each sample replaced by the highest value of the minute ending at it."""
+    return [(t, max(v for u, v in points if t - 60 < u <= t)) for t, _ in points]
 
 
 def level_rows(bins: Sequence[dict[str, Any]]) -> list[list[str]]:
