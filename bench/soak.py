@@ -137,8 +137,10 @@ def held_xmin(server_dsn: str, args: argparse.Namespace, sql_path: Path | None,
     peak_rate, peak_note = peak(server_dsn, args, sql_path)
     offered = rate if rate is not None else peak_rate / 2
     settings.update({"peak": peak_note, "offered": f"{offered:,.0f} jobs/s" + (
-        " (half the peak)" if rate is None else " (the first contestant's)"),
-        "phases": f"clean {clean:.0f} s, hold {hold:.0f} s, recovery {recovery:.0f} s"})
+        " (half the peak)" if rate is None else " (the rate of the working tree's run)"),
+        "phases": f"clean {clean:.0f} s, hold {hold:.0f} s, recovery {recovery:.0f} s",
+        "hold": "another connection runs begin; select txid_current(); and commits at its end",
+        "backlog": "jobs enqueued and not yet claimed (the harness's counts)"})
     print(f"  offering {offered:,.0f} jobs/s for {clean + hold + recovery:.0f} s", flush=True)
     with fresh_database(server_dsn, sql_path) as dsn:
         settings["pgq.jobs reloptions"] = jobs_reloptions(dsn)

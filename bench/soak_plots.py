@@ -28,7 +28,7 @@ def phase_grid(path: Path, columns: Sequence[tuple[str, Mapping[str, Sequence[fl
                panels: Sequence[Panel[T]], title: str) -> None:
     """One row per panel, one column per (title, phases, data); the rows share their
     y scale, and a "hold" phase, when there is one, is shaded."""
-    fig, axes = plt.subplots(len(panels), len(columns), figsize=(6 * len(columns),
+    fig, axes = plt.subplots(len(panels), len(columns), figsize=(max(8, 6 * len(columns)),
                              2.8 * len(panels)), squeeze=False, sharey="row")
     for col, (name, phases, data) in enumerate(columns):
         for row, panel in enumerate(panels):

@@ -11,7 +11,10 @@ A file holds one contestant's run::
                "table_bytes": int, "index_bytes": {name: int}, "backlog": int}]}
 
 ``t`` is a bin's end in seconds since the clean phase began; bins are 10 s. A claim
-percentile may be null for a bin in which no claim call returned.
+percentile may be null for a bin in which no claim call returned. A run saved as
+``bench/results/soak/held_xmin_<name>.json`` is in soak.md's tables and plots at the next
+``make soak``; or call ``load_run``, ``held_xmin_markdown`` and ``plot_held_xmin`` (with
+``bench/`` on ``sys.path``).
 
 The summary's rules (also written under the tables):
 
