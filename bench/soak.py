@@ -124,7 +124,8 @@ def hold_xmin(begin: float, end: float, queue: Queue, threads: Threads,
 
 
 def held_xmin(server_dsn: str, args: argparse.Namespace, sql_path: Path | None,
-              contestant: str, engine: str, rate: float | None) -> soak_report.HeldXminRun:
+              contestant: str, engine: str, rate: float | None,
+              rate_source: str = "--rate") -> soak_report.HeldXminRun:
     clean, hold, recovery = args.clean, args.hold, args.recovery
     phases = {"clean": [0.0, clean], "hold": [clean, clean + hold],
               "recovery": [clean + hold, clean + hold + recovery]}
@@ -137,7 +138,7 @@ def held_xmin(server_dsn: str, args: argparse.Namespace, sql_path: Path | None,
     peak_rate, peak_note = peak(server_dsn, args, sql_path)
     offered = rate if rate is not None else peak_rate / 2
     settings.update({"peak": peak_note, "offered": f"{offered:,.0f} jobs/s" + (
-        " (half the peak)" if rate is None else " (the rate of the working tree's run)"),
+        " (half the peak)" if rate is None else f" ({rate_source})"),
         "phases": f"clean {clean:.0f} s, hold {hold:.0f} s, recovery {recovery:.0f} s",
         "hold": "another connection runs begin; select txid_current(); and commits at its end",
         "backlog": "jobs enqueued and not yet claimed (the harness's counts)"})
@@ -267,7 +268,8 @@ def main() -> int:
             # The same offered rate, so that the two runs differ only in the engine.
             with baseline_sql(args.baseline) as sql_path, cluster(args.dsn) as server_dsn:
                 before = held_xmin(server_dsn, args, sql_path, f"pgqueue ({args.baseline})",
-                                   f"sql/ of git {args.baseline}", run["offered_jobs_per_s"])
+                                   f"sql/ of git {args.baseline}", run["offered_jobs_per_s"],
+                                   "the rate of the working tree's run")
             write_json(baseline_file, before)
     if "growth" in chosen:
         with cluster(args.dsn) as server_dsn:

@@ -169,9 +169,11 @@ def consume(queue: Queue, threads: Threads, number: int, batch: int,
     worker_id = f"soak-consumer-{number}"
     with psycopg.connect(queue.dsn, autocommit=True) as conn:
         # Connected and the functions' plans made before the clock starts; a job it takes
-        # is completed, uncounted.
+        # is completed, not timed.
         warm = queue.claim(worker_id, queues=[QUEUE], batch=1, conn=conn)
         queue.complete_many([j.id for j in warm], [j.lease_token for j in warm], conn=conn)
+        with counters.lock:
+            counters.claimed_total += len(warm)  # gone from the backlog all the same
         ready.wait()
         while not threads.stopping.is_set():
             started = time.perf_counter()
