@@ -528,6 +528,9 @@ def summary(report: dict[str, Any], raw: Bins) -> list[str]:
     lines.append(f"recovery: {after['t'] - hold_end:.0f} s after the hold until the end of "
                  f"the first bin with dequeue p99 <= {limit:.2f} ms (1.5x clean)"
                  if after else f"recovery: no recovery bin has dequeue p99 <= {limit:.2f} ms")
+    # The p99 can be back while the jobs held up during the hold still wait.
+    lines.append(f"backlog: {hold[-1]['backlog']:,} jobs at the hold's end, "
+                 f"{bins[-1]['backlog']:,} at the run's end" if hold else "backlog: no hold")
     return lines
 
 
