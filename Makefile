@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test pgtap lint demo bench bench-peers soak clean check-pg-prove
+.PHONY: venv test pgtap lint demo bench bench-peers soak soak-peers clean check-pg-prove
 
 venv: $(STAMP)
 
@@ -55,6 +55,10 @@ bench-peers: $(PEERS_STAMP)
 # soak on that ref's engine.
 soak: $(STAMP)
 	$(BIN)/python bench/soak.py $(ARGS)
+# PgQueuer under a held xmin (see bench/peers/soak_pgqueuer.py), ~15 min; ARGS=--quick for
+# 20/60/30 s phases. Writes bench/results/soak/held_xmin_pgqueuer.json.
+soak-peers: $(PEERS_STAMP)
+	$(PEERS_VENV)/bin/python bench/peers/soak_pgqueuer.py $(ARGS)
 
 check-pg-prove:
 	@command -v pg_prove >/dev/null 2>&1 || { \
