@@ -40,9 +40,9 @@ comment on function pgq._expire_leases(integer, timestamptz) is
 
 -- Internal: lease expiry while the front of jobs_lease_expiry_idx is slow to read
 -- (slower than `slow_scan`, see pgq.claim). A claim whose probe of that front was
--- slow calls this; with no window yet, the front is read again (twice at most: the
--- first read of a session also plans it) and a window starts only if that is slow
--- too. In a window, once a second, one claim at a time fails the leases that
+-- slow calls this; with no window yet, the front is read again, up to three times
+-- (the first read of a session also plans it, and a busy machine can stall one), and
+-- a window starts only if every read is slow. In a window, once a second, one claim at a time fails the leases that
 -- expired since the last sweep (less a margin for claims and heartbeats that commit
 -- late); every 5 to 60 seconds (50 times what the last full read took) it reads the
 -- whole front again, which fails any lease the window missed, and ends the window
@@ -66,7 +66,7 @@ begin
     end if;
     select * into v_sweep from pgq.lease_sweep;
     if v_sweep.one is null then
-        for i in 1 .. 2 loop
+        for i in 1 .. 3 loop
             v_started := clock_timestamp();
             perform from pgq.jobs e
              where e.state = 'running' and e.lease_expires_at <= now()
@@ -158,9 +158,10 @@ begin
         end if;
 
         -- A first floor, or a rewind that is due: one claim at a time per queue. The
-        -- front is read twice at most: the first read of a session also plans it.
+        -- front is read up to three times, until one read is fast: the first read of a
+        -- session also plans it, and a busy machine can stall one.
         continue when not pg_try_advisory_xact_lock(1885434162, hashtext(v_queue));
-        for i in 1 .. 2 loop
+        for i in 1 .. 3 loop
             v_started := clock_timestamp();
             v_priority := null;
             v_run_at := null;
