@@ -157,11 +157,12 @@ begin
             continue;
         end if;
 
-        -- A first floor, or a rewind that is due: one claim at a time per queue. The
-        -- front is read up to three times, until one read is fast: the first read of a
-        -- session also plans it, and a busy machine can stall one.
+        -- A first floor, or a rewind that is due: one claim at a time per queue. Before
+        -- a first floor the front is read up to three times, until one read is fast:
+        -- the first read of a session also plans it, and a busy machine can stall one.
+        -- A rewind reads it once (a slow read only keeps the floor a while longer).
         continue when not pg_try_advisory_xact_lock(1885434162, hashtext(v_queue));
-        for i in 1 .. 3 loop
+        for i in 1 .. case when v_floor.queue is null then 3 else 1 end loop
             v_started := clock_timestamp();
             v_priority := null;
             v_run_at := null;
