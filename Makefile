@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test pgtap lint demo bench bench-peers clean check-pg-prove
+.PHONY: venv test pgtap lint demo bench bench-peers soak clean check-pg-prove
 
 venv: $(STAMP)
 
@@ -49,6 +49,12 @@ $(PEERS_STAMP): pyproject.toml
 
 bench-peers: $(PEERS_STAMP)
 	$(PEERS_VENV)/bin/python bench/peers/peers.py $(ARGS)
+
+# Held-xmin soak, growth soak and million-job backlog (bench/soak.py), about 45 minutes;
+# ARGS=--quick is a smoke run of a few minutes, ARGS="--baseline main" adds the held-xmin
+# soak on that ref's engine.
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py $(ARGS)
 
 check-pg-prove:
 	@command -v pg_prove >/dev/null 2>&1 || { \
