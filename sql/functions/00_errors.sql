@@ -41,6 +41,8 @@
 --   A claim must never wait: it locks jobs in claim order with skip locked (as does
 --   lease expiry and tick over schedules). Keyed enqueue_many inserts in idempotency
 --   key order, so overlapping batches wait instead of deadlocking.
+--   A claim's floor row (pgq.claim_floors) is locked last, after its jobs, and the
+--   lease sweep window under a try-only advisory lock, so neither adds a wait cycle.
 
 -- The project's own SQLSTATEs, in one place. Class PQ: PQ0xx bad arguments,
 -- PQ1xx worker calls (fencing, run-once), PQ2xx operator calls.

@@ -3,8 +3,11 @@
 
 -- Internal: a running job whose lease expired is a failed attempt; its worker
 -- died or hung. It is retried with backoff or dead-lettered like any failure, so
--- a job that kills its worker every time ends in the dead letter.
-create or replace function pgq._expire_leases(max_jobs integer default 100)
+-- a job that kills its worker every time ends in the dead letter. Only leases that
+-- expired after `since` are read (one range of jobs_lease_expiry_idx).
+drop function if exists pgq._expire_leases(integer);
+create or replace function pgq._expire_leases(max_jobs integer default 100,
+                                              since timestamptz default '-infinity')
 returns integer
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
@@ -19,6 +22,7 @@ begin
                           j.lease_expires_at, coalesce(j.worker_id, '?')) as error
               from pgq.jobs j
              where j.state = 'running'
+               and j.lease_expires_at > _expire_leases.since
                and j.lease_expires_at <= now()
              order by j.lease_expires_at
              limit _expire_leases.max_jobs
@@ -31,8 +35,168 @@ begin
     return cardinality(v_ids);
 end;
 $$;
-comment on function pgq._expire_leases(integer) is
-    'Internal: fail (retry or dead-letter) running jobs whose lease expired.';
+comment on function pgq._expire_leases(integer, timestamptz) is
+    'Internal: fail (retry or dead-letter) running jobs whose lease expired after since.';
+
+-- Internal: lease expiry while the front of jobs_lease_expiry_idx is slow to read
+-- (slower than `slow_scan`, see pgq.claim). A claim whose probe of that front was
+-- slow calls this; with no window yet, the front is read again, up to three times
+-- (the first read of a session also plans it, and a busy machine can stall one), and
+-- a window starts only if every read is slow. In a window, once a second, one claim at a time fails the leases that
+-- expired since the last sweep (less a margin for claims and heartbeats that commit
+-- late); every 5 to 60 seconds (50 times what the last full read took) it reads the
+-- whole front again, which fails any lease the window missed, and ends the window
+-- once that read is fast.
+create or replace function pgq._sweep_leases(slow_scan interval)
+returns void
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+declare
+    c_max_jobs constant integer := 1000;
+    c_margin   constant interval := interval '2 seconds';
+    v_sweep    pgq.lease_sweep;
+    v_started  timestamptz;
+    v_took     interval;
+    v_failed   integer;
+    v_full     boolean;
+begin
+    -- One sweeping claim at a time; the others go on claiming.
+    if not pg_try_advisory_xact_lock(1885434161, 1) then
+        return;
+    end if;
+    select * into v_sweep from pgq.lease_sweep;
+    if v_sweep.one is null then
+        for i in 1 .. 3 loop
+            v_started := clock_timestamp();
+            perform from pgq.jobs e
+             where e.state = 'running' and e.lease_expires_at <= now()
+             limit 1;
+            v_took := clock_timestamp() - v_started;
+            exit when v_took <= _sweep_leases.slow_scan;
+        end loop;
+        if v_took <= _sweep_leases.slow_scan then
+            return;
+        end if;
+        -- The first sweep of a window reads from the start.
+        insert into pgq.lease_sweep (swept_to, full_at)
+        values ('-infinity', now() + least(interval '60 seconds',
+                                           greatest(interval '5 seconds', v_took * 50)))
+        on conflict (one) do nothing;
+        return;
+    end if;
+    v_full := v_sweep.full_at <= now();
+    v_started := clock_timestamp();
+    v_failed := pgq._expire_leases(c_max_jobs,
+                                   case when v_full then '-infinity'
+                                        else v_sweep.swept_to - c_margin end);
+    v_took := clock_timestamp() - v_started;
+    if v_full and v_failed < c_max_jobs and v_took <= _sweep_leases.slow_scan then
+        delete from pgq.lease_sweep;
+        return;
+    end if;
+    -- A sweep that hit its limit leaves the window where it was, so the next claim
+    -- sweeps again.
+    update pgq.lease_sweep s
+       set swept_to = case when v_failed < c_max_jobs then now() else s.swept_to end,
+           full_at  = case when v_full
+                           then now() + least(interval '60 seconds',
+                                              greatest(interval '5 seconds', v_took * 50))
+                           else s.full_at end;
+end;
+$$;
+comment on function pgq._sweep_leases(interval) is
+    'Internal: lease expiry by windows while the front of jobs_lease_expiry_idx is slow (held xmin horizon).';
+
+-- Internal: after a claim, keep the claim floors of `queues`. A queue has a floor
+-- only while reading the front of its claim order is slower than `slow_scan`. `claim_was_slow` starts
+-- one. A floor moves up to the first available job (less a margin for enqueues that
+-- commit late) at most every 100 ms, so claims read little past it; every 5 to 60
+-- seconds (50 times what the last read of the front took) one claim rewinds it to
+-- the true front, which picks up any job that sorts before the floor (a higher
+-- priority, a run_at in the past, a job released or retried to an earlier run_at, a
+-- claim rolled back), and drops the floor once that read is fast.
+create or replace function pgq._keep_claim_floors(queues text[], claim_was_slow boolean,
+                                                   slow_scan interval)
+returns void
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+declare
+    c_margin  constant interval := interval '500 milliseconds';
+    v_queue   text;
+    v_floor   pgq.claim_floors;
+    v_priority integer;
+    v_run_at  timestamptz;
+    v_started timestamptz;
+    v_took    interval;
+begin
+    for v_queue in
+        select q.queue from pgq.queues q
+         where q.queue = any (_keep_claim_floors.queues) and not q.paused
+         order by q.queue
+    loop
+        select * into v_floor from pgq.claim_floors f where f.queue = v_queue;
+        if v_floor.queue is null then
+            continue when not _keep_claim_floors.claim_was_slow;
+        elsif v_floor.rewind_at > now() then
+            continue when v_floor.moved_at > now() - interval '100 milliseconds';
+            select a.priority, a.run_at into v_priority, v_run_at
+              from pgq.jobs a
+             where a.queue = v_queue
+               and a.state = 'available'
+               and a.run_at <= now()
+               and (a.priority, a.run_at, a.id)
+                   >= (v_floor.priority, v_floor.run_at, -9223372036854775808)
+             order by a.priority, a.run_at, a.id
+             limit 1;
+            continue when not found;
+            update pgq.claim_floors f
+               set priority = v_priority, run_at = v_run_at - c_margin, moved_at = now()
+             where f.queue = v_queue
+               and f.moved_at <= now() - interval '100 milliseconds'
+               and (f.priority, f.run_at) < (v_priority, v_run_at - c_margin);
+            continue;
+        end if;
+
+        -- A first floor, or a rewind that is due: one claim at a time per queue. Before
+        -- a first floor the front is read up to three times, until one read is fast:
+        -- the first read of a session also plans it, and a busy machine can stall one.
+        -- A rewind reads it once (a slow read only keeps the floor a while longer).
+        continue when not pg_try_advisory_xact_lock(1885434162, hashtext(v_queue));
+        for i in 1 .. case when v_floor.queue is null then 3 else 1 end loop
+            v_started := clock_timestamp();
+            v_priority := null;
+            v_run_at := null;
+            select a.priority, a.run_at into v_priority, v_run_at
+              from pgq.jobs a
+             where a.queue = v_queue
+               and a.state = 'available'
+               and a.run_at <= now()
+             order by a.priority, a.run_at, a.id
+             limit 1;
+            v_took := clock_timestamp() - v_started;
+            exit when v_took <= _keep_claim_floors.slow_scan;
+        end loop;
+        if v_took <= _keep_claim_floors.slow_scan then
+            delete from pgq.claim_floors f where f.queue = v_queue;
+        elsif v_priority is null then
+            -- Nothing is due: keep the floor where it was and read the front later.
+            update pgq.claim_floors f
+               set rewind_at = now() + least(interval '60 seconds',
+                                             greatest(interval '5 seconds', v_took * 50))
+             where f.queue = v_queue;
+        else
+            insert into pgq.claim_floors as f (queue, priority, run_at, moved_at, rewind_at)
+            values (v_queue, v_priority, v_run_at - c_margin, now(),
+                    now() + least(interval '60 seconds', greatest(interval '5 seconds', v_took * 50)))
+            on conflict (queue) do update
+               set priority = excluded.priority, run_at = excluded.run_at,
+                   moved_at = excluded.moved_at, rewind_at = excluded.rewind_at;
+        end if;
+    end loop;
+end;
+$$;
+comment on function pgq._keep_claim_floors(text[], boolean, interval) is
+    'Internal: move, rewind, start or drop the claim floors of queues after a claim (held xmin horizon).';
 
 -- Internal: up to `max_jobs` available jobs of a key-limited queue, best first,
 -- skipping jobs whose concurrency key already has `key_concurrency` running (or
@@ -67,6 +231,15 @@ begin
     -- Keys already at the limit are dropped inside the scan below (a hashed lookup).
     v_full := array(select u.k from unnest(v_used) as u(k)
                      group by u.k having count(*) >= _pick_by_key.key_concurrency);
+    -- Start at the queue's claim floor, if it has one (see pgq._keep_claim_floors).
+    select f.priority, f.run_at, -9223372036854775808
+      into v_after_priority, v_after_run_at, v_after_id
+      from pgq.claim_floors f where f.queue = _pick_by_key.queue;
+    if not found then
+        v_after_priority := -2147483648;
+        v_after_run_at := '-infinity';
+        v_after_id := 0;
+    end if;
 
     -- Keyset pages of the claim order, each one ordered range scan of jobs_claim_idx.
     -- In a page, a job is taken when the running and earlier taken jobs of its key
@@ -179,13 +352,21 @@ begin
         else
             v_more := array(
                 select a.id
-                  from pgq.jobs a
-                 where a.queue = v_queue.queue
-                   and a.state = 'available'
-                   and a.run_at <= now()
-                 order by a.priority, a.run_at, a.id
-                 limit v_allowed
-                   for update skip locked);
+                  from (select 1) as one
+                  left join pgq.claim_floors f on f.queue = v_queue.queue
+                 cross join lateral (
+                       select a.id
+                         from pgq.jobs a
+                        where a.queue = v_queue.queue
+                          and a.state = 'available'
+                          and a.run_at <= now()
+                          and (a.priority, a.run_at, a.id)
+                              >= (coalesce(f.priority, -2147483648),
+                                  coalesce(f.run_at, '-infinity'),
+                                  -9223372036854775808)
+                        order by a.priority, a.run_at, a.id
+                        limit v_allowed
+                          for update skip locked) as a);
         end if;
         if cardinality(v_more) > 0 then
             v_ids := v_ids || v_more;
@@ -197,12 +378,16 @@ begin
     v_more := array(
         select c.id
           from pgq.queues q
+          left join pgq.claim_floors f on f.queue = q.queue
          cross join lateral (
                select a.id
                  from pgq.jobs a
                 where a.queue = q.queue
                   and a.state = 'available'
                   and a.run_at <= now()
+                  and (a.priority, a.run_at, a.id)
+                      >= (coalesce(f.priority, -2147483648), coalesce(f.run_at, '-infinity'),
+                          -9223372036854775808)
                 order by a.priority, a.run_at, a.id
                 limit _claim_limited.batch
                   for update skip locked) as c
@@ -260,6 +445,12 @@ comment on function pgq._claim_limited(text, text[], integer, interval) is
 -- another worker holds, never reads a paused queue, a job not yet due, or a finished
 -- job. A queue with a flow limit goes through pgq._claim_limited, which may return
 -- fewer jobs (or none) to keep the limits; a queue without one costs nothing more.
+--
+-- While the xmin horizon is held, reading the front of a queue's claim order (or of
+-- the expired leases) gets slower with every job done. A claim that finds it slow
+-- starts a claim floor (or a lease sweep window), and claims read past it until the
+-- front is fast again: pgq._keep_claim_floors and pgq._sweep_leases say what that
+-- costs (a job that sorts before the floor waits for the next rewind, 5 to 60 s).
 create or replace function pgq.claim(worker_id text, queues text[] default '{default}',
                                      batch integer default 1, lease interval default null)
 returns table (id bigint, job_name text, queue text, payload jsonb, attempt integer,
@@ -272,6 +463,13 @@ declare
     v_lease       interval := claim.lease;
     v_queue_lease interval;
     v_limited     boolean;
+    v_floors      boolean;
+    v_swept_to    timestamptz;
+    v_started     timestamptz;
+    -- A read of the front of an index slower than this means a prefix of entries
+    -- that vacuum cannot remove (a held xmin horizon): the claim floors and the lease
+    -- sweep window then take over.
+    c_slow_scan   constant interval := interval '5 milliseconds';
 begin
     if claim.worker_id is null or length(claim.worker_id) not between 1 and 200 then
         raise exception using errcode = 'PQ001',
@@ -290,74 +488,98 @@ begin
         perform pgq._check_lease(claim.lease);
     end if;
 
+    -- The named queues' leases, flow limits and claim floors, and the lease sweep
+    -- window, in one read. One queue (the usual claim): its lease is looked up once,
+    -- not per job.
+    select case when cardinality(claim.queues) = 1 then min(q.lease) end,
+           coalesce(bool_or(q.concurrency > 0 or q.rate_limit > 0 or q.key_concurrency > 0), false),
+           coalesce(bool_or(f.queue is not null), false),
+           (select s.swept_to from pgq.lease_sweep s)
+      into v_queue_lease, v_limited, v_floors, v_swept_to
+      from pgq.queues q
+      left join pgq.claim_floors f on f.queue = q.queue
+     where q.queue = any (claim.queues);
+    v_lease := coalesce(claim.lease, v_queue_lease);
+
     -- Most claims find no expired lease: one probe of jobs_lease_expiry_idx here costs
     -- less than the call (a security definer call costs a few hundred microseconds).
-    if exists (select from pgq.jobs e where e.state = 'running' and e.lease_expires_at <= now()) then
-        perform pgq._expire_leases();
+    -- A sweep window, once one exists, replaces the probe.
+    if v_swept_to is null then
+        v_started := clock_timestamp();
+        if exists (select from pgq.jobs e where e.state = 'running' and e.lease_expires_at <= now()) then
+            perform pgq._expire_leases();
+        end if;
+        if clock_timestamp() - v_started > c_slow_scan then
+            perform pgq._sweep_leases(c_slow_scan);
+        end if;
+    elsif v_swept_to <= now() - interval '1 second'
+          or (select s.full_at from pgq.lease_sweep s) <= now() then
+        perform pgq._sweep_leases(c_slow_scan);
     end if;
 
-    -- One queue (the usual claim): its lease and whether it has a flow limit are
-    -- looked up once, not per job.
-    if cardinality(claim.queues) = 1 then
-        select q.lease, q.concurrency > 0 or q.rate_limit > 0 or q.key_concurrency > 0
-          into v_queue_lease, v_limited
-          from pgq.queues q
-         where q.queue = claim.queues[1];
-        v_lease := coalesce(claim.lease, v_queue_lease);
-    else
-        select bool_or(q.concurrency > 0 or q.rate_limit > 0 or q.key_concurrency > 0)
-          into v_limited
-          from pgq.queues q
-         where q.queue = any (claim.queues);
-    end if;
+    v_started := clock_timestamp();
     if v_limited then
         return query
         select * from pgq._claim_limited(claim.worker_id, claim.queues, claim.batch, v_lease);
-        return;
+    else
+        return query
+        with claimed as (
+            -- The picked ids arrive as an array, so the update touches jobs by primary
+            -- key alone, without a join.
+            update pgq.jobs as j
+               set state            = 'running',
+                   attempt          = j.attempt + 1,
+                   worker_id        = claim.worker_id,
+                   lease_token      = gen_random_uuid(),
+                   lease_duration   = coalesce(v_lease, (select q.lease from pgq.queues q
+                                                          where q.queue = j.queue)),
+                   lease_expires_at = now() + coalesce(v_lease, (select q.lease from pgq.queues q
+                                                                  where q.queue = j.queue)),
+                   started_at       = now()
+             where j.id = any (array(
+                   -- Per unpaused queue, one ordered range scan of jobs_claim_idx from
+                   -- the queue's claim floor (or its front); jobs not yet due are
+                   -- skipped inside the index (run_at is a key column), without heap
+                   -- visits.
+                   select c.id
+                     from pgq.queues q
+                     left join pgq.claim_floors f on f.queue = q.queue
+                    cross join lateral (
+                          select a.id, a.priority, a.run_at
+                            from pgq.jobs a
+                           where a.queue = q.queue
+                             and a.state = 'available'
+                             and a.run_at <= now()
+                             and (a.priority, a.run_at, a.id)
+                                 >= (coalesce(f.priority, -2147483648),
+                                     coalesce(f.run_at, '-infinity'),
+                                     -9223372036854775808)
+                           order by a.priority, a.run_at, a.id
+                           limit claim.batch
+                             for update skip locked) as c
+                    where q.queue = any (claim.queues)
+                      and not q.paused
+                    order by c.priority, c.run_at, c.id
+                    limit claim.batch))
+            returning j.id, j.job_name, j.queue, j.payload, j.attempt, j.max_retries,
+                      j.lease_token, j.lease_expires_at, j.priority, j.run_at, j.created_at,
+                      j.lease_duration
+        )
+        select c.id, c.job_name, c.queue, c.payload, c.attempt, c.max_retries,
+               c.lease_token, c.lease_expires_at, c.priority, c.run_at, c.created_at,
+               c.lease_duration
+          from claimed c
+         order by c.priority, c.run_at, c.id;
     end if;
 
-    return query
-    with claimed as (
-        -- The picked ids arrive as an array, so the update touches jobs by primary
-        -- key alone, without a join.
-        update pgq.jobs as j
-           set state            = 'running',
-               attempt          = j.attempt + 1,
-               worker_id        = claim.worker_id,
-               lease_token      = gen_random_uuid(),
-               lease_duration   = coalesce(v_lease, (select q.lease from pgq.queues q
-                                                      where q.queue = j.queue)),
-               lease_expires_at = now() + coalesce(v_lease, (select q.lease from pgq.queues q
-                                                              where q.queue = j.queue)),
-               started_at       = now()
-         where j.id = any (array(
-               -- Per unpaused queue, one ordered range scan of jobs_claim_idx; jobs
-               -- not yet due are skipped inside the index (run_at is a key column),
-               -- without heap visits.
-               select c.id
-                 from pgq.queues q
-                cross join lateral (
-                      select a.id, a.priority, a.run_at
-                        from pgq.jobs a
-                       where a.queue = q.queue
-                         and a.state = 'available'
-                         and a.run_at <= now()
-                       order by a.priority, a.run_at, a.id
-                       limit claim.batch
-                         for update skip locked) as c
-                where q.queue = any (claim.queues)
-                  and not q.paused
-                order by c.priority, c.run_at, c.id
-                limit claim.batch))
-        returning j.id, j.job_name, j.queue, j.payload, j.attempt, j.max_retries,
-                  j.lease_token, j.lease_expires_at, j.priority, j.run_at, j.created_at,
-                  j.lease_duration
-    )
-    select c.id, c.job_name, c.queue, c.payload, c.attempt, c.max_retries,
-           c.lease_token, c.lease_expires_at, c.priority, c.run_at, c.created_at,
-           c.lease_duration
-      from claimed c
-     order by c.priority, c.run_at, c.id;
+    -- A claim slower than reading its batch should be: the front may be the cause.
+    if v_floors or clock_timestamp() - v_started
+                   > interval '5 milliseconds' + claim.batch * interval '50 microseconds' then
+        perform pgq._keep_claim_floors(claim.queues,
+            clock_timestamp() - v_started
+                > interval '5 milliseconds' + claim.batch * interval '50 microseconds',
+            c_slow_scan);
+    end if;
 end;
 $$;
 comment on function pgq.claim(text, text[], integer, interval) is
