@@ -55,6 +55,7 @@ bench-peers: $(PEERS_STAMP)
 # soak on that ref's engine.
 soak: $(STAMP)
 	$(BIN)/python bench/soak.py $(ARGS)
+
 # PgQueuer under a held xmin (see bench/peers/soak_pgqueuer.py), ~15 min; ARGS=--quick for
 # 20/60/30 s phases. Writes bench/results/soak/held_xmin_pgqueuer.json.
 soak-peers: $(PEERS_STAMP)
