@@ -35,6 +35,7 @@ SCREENSHOT_ENV = "PGQUEUE_DASHBOARD_SCREENSHOT"
 
 TOKEN = "browser-test-token"
 WAIT = 20.0
+WINDOW_SIZE = (1280, 800)
 
 
 def chromium_binary() -> str:
@@ -45,9 +46,11 @@ def chromium_binary() -> str:
                 pytrace=False)  # fmt: skip
 
 
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[WebDriver]:
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    """One browser for the module: starting chromium costs more than most tests here."""
     binary = chromium_binary()
+    tmp_path = tmp_path_factory.mktemp("chromium")
     if not os.access(CHROMEDRIVER, os.X_OK):
         pytest.fail(f"the browser tests need {CHROMEDRIVER} from Debian's chromium-driver,"
                     f" which is not installed: {INSTALL}", pytrace=False)  # fmt: skip
@@ -56,7 +59,7 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                 "--window-size=1280,800", f"--user-data-dir={tmp_path / 'chromium'}"):
+                 "--window-size=1280,800", f"--user-data-dir={tmp_path / 'profile'}"):
         options.add_argument(flag)  # fmt: skip
     driver = webdriver.Chrome(
         service=Service(executable_path=CHROMEDRIVER, log_output=str(tmp_path / "driver.log")),
@@ -66,6 +69,17 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture
+def browser(chromium: WebDriver) -> WebDriver:
+    """The module's browser as new: no page, no cookie (no login), the usual size. Each
+    test serves the dashboard on a port of its own, and cookies ignore the port."""
+    chromium.get("about:blank")
+    # Every site's cookies: WebDriver's own delete reaches only the page's domain.
+    chromium.execute_cdp_cmd("Network.clearBrowserCookies", {})
+    chromium.set_window_size(*WINDOW_SIZE)
+    return chromium
 
 
 @pytest.fixture

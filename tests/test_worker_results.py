@@ -297,12 +297,24 @@ def test_jobs_finished_during_an_outage_are_recorded_late_and_not_run_again(
         outage.down.set()
         release.set()
         # The leases (1 s) expire while the handlers' completions cannot be sent.
-        time.sleep(2.0)
+        wait_for(lambda: leases_expired(queue.dsn, ids), "the 5 leases to expire")
         outage.down.clear()
         wait_for_state(queue, ids, "succeeded")
 
     assert sorted(runs) == sorted(ids), "a finished job ran again"
     assert [job_row(queue.dsn, i)["attempt"] for i in ids] == [1] * 5
+
+
+def leases_expired(dsn: str, ids: list[int]) -> bool:
+    """Whether no job of ``ids`` runs under a lease that is still valid, by the server's
+    clock."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "select bool_and(state <> 'running' or lease_expires_at <= now())"
+            " from pgq.jobs where id = any(%s)",
+            (ids,),
+        ).fetchone()
+    return bool(row and row[0])
 
 
 def wait_for(predicate: Any, what: str, timeout: float = 20) -> None:

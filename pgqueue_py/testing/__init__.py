@@ -7,6 +7,7 @@ The machinery here imports no pytest; ``pgqueue_py.testing.plugin`` is the pytes
 from __future__ import annotations
 
 from pgqueue_py.testing.databases import (
+    CloneSupply,
     ExtensionMissing,
     NoTestServer,
     PgServer,
@@ -23,6 +24,7 @@ from pgqueue_py.testing.databases import (
 from pgqueue_py.testing.throwaway import ThrowawayPostgres
 
 __all__ = [
+    "CloneSupply",
     "ExtensionMissing",
     "NoTestServer",
     "PgServer",

@@ -20,8 +20,10 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -230,6 +232,60 @@ def cloned_database(server: PgServer, template: str) -> Iterator[str]:
         yield server.dsn_for(name)
     finally:
         drop_database(server.dsn, name)
+
+
+class CloneSupply:
+    """Clones of one template, each made while the test before it runs.
+
+    ``clone()`` hands out a clone made in the background since the previous call (or
+    makes one now, the first time or when that failed, e.g. because a test restarted the
+    server meanwhile) and starts on the next. A test waits for its database only as long
+    as a copy takes beyond the previous test's own run time. Clones are still dropped in
+    the foreground, so a finished test's database is gone before the next test starts.
+    ``close()`` drops the clone made for nobody; call it before dropping the template.
+    """
+
+    def __init__(self, server: PgServer, template: str) -> None:
+        self.server = server
+        self.template = template
+        self._maker = ThreadPoolExecutor(1, thread_name_prefix="pgq-clone")
+        self._lock = threading.Lock()
+        self._next: Future[str] | None = None
+        self._closed = False
+
+    def _make(self) -> str:
+        name = unique_name("pgq_test")
+        create_database(self.server.dsn, name, template=self.template)
+        return name
+
+    def _made_ahead(self) -> str | None:
+        with self._lock:
+            ahead, self._next = self._next, None
+        if ahead is None:
+            return None
+        try:
+            return ahead.result()
+        except psycopg.Error:
+            return None  # made while the server was down or restarting: make it again
+
+    @contextlib.contextmanager
+    def clone(self) -> Iterator[str]:
+        """A fresh copy of the template; yields its DSN, drops it afterwards."""
+        name = self._made_ahead() or self._make()
+        with self._lock:
+            if not self._closed:
+                self._next = self._maker.submit(self._make)
+        try:
+            yield self.server.dsn_for(name)
+        finally:
+            drop_database(self.server.dsn, name)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        if (spare := self._made_ahead()) is not None:
+            drop_database(self.server.dsn, spare)
+        self._maker.shutdown()
 
 
 @contextlib.contextmanager

@@ -12,6 +12,8 @@ Installing pgqueue registers this module with pytest (entry point ``pytest11``, 
   testcontainers PostgreSQL where Docker runs; else a throwaway cluster from the local
   PostgreSQL binaries; else the session stops with a message saying what to install.
 - ``pgqueue_template`` (session): the template's name.
+- ``pgqueue_clone_supply`` (session): the :class:`~pgqueue_py.testing.CloneSupply` that
+  ``pgqueue_dsn`` takes its databases from, each copied while the test before runs.
 
 Two fixtures are there to be overridden in your ``conftest.py``, both session-scoped:
 
@@ -32,11 +34,11 @@ import pytest
 
 from pgqueue_py.client.queue import Queue
 from pgqueue_py.testing.databases import (
+    CloneSupply,
     ExtensionMissing,
     NoTestServer,
     PgServer,
     build_template,
-    cloned_database,
     drop_database,
     find_server,
 )
@@ -89,10 +91,20 @@ def pgqueue_template(
     drop_database(pgqueue_server.dsn, name)
 
 
+@pytest.fixture(scope="session")
+def pgqueue_clone_supply(
+    pgqueue_server: PgServer, pgqueue_template: str
+) -> Iterator[CloneSupply]:
+    """Copies of the template, the next one made while a test runs."""
+    supply = CloneSupply(pgqueue_server, pgqueue_template)
+    yield supply
+    supply.close()
+
+
 @pytest.fixture
-def pgqueue_dsn(pgqueue_server: PgServer, pgqueue_template: str) -> Iterator[str]:
+def pgqueue_dsn(pgqueue_clone_supply: CloneSupply) -> Iterator[str]:
     """DSN of a fresh copy of the template, for this test alone; dropped afterwards."""
-    with cloned_database(pgqueue_server, pgqueue_template) as dsn:
+    with pgqueue_clone_supply.clone() as dsn:
         yield dsn
 
 
