@@ -458,8 +458,6 @@ returns table (id bigint, job_name text, queue text, payload jsonb, attempt inte
                priority integer, run_at timestamptz, created_at timestamptz,
                lease_duration interval)
 language plpgsql security definer set search_path = pg_catalog, pg_temp
--- Planned once per session: a custom plan per call would cost more than the claim.
-set plan_cache_mode = force_generic_plan
 as $$
 declare
     v_lease       interval := claim.lease;
