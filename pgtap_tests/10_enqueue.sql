@@ -245,8 +245,8 @@ select is((:'ids'::bigint[])[2], :pre_id::bigint, 'an existing key returns its j
 select is((select j.job_name from pgq.jobs j where j.id = (:'ids'::bigint[])[3]), 'a',
     'each new keyed job has its own input''s fields');
 
--- The one-row path: an existing key in a queue enqueue has not met yet creates the
--- queue and returns the existing job; a key freed by its job's removal is taken anew.
+-- A keyed single job: an existing key in a queue not met yet creates the queue and
+-- returns the existing job; a key freed by its job's removal is taken anew.
 select pgq.enqueue('kq-first', '{}', :'q', idempotency_key => :'key' || '-kq') as kq_id \gset
 select pgq_test.fresh_queue('kq') as kq \gset
 select is(pgq.enqueue('kq-again', '{}', :'kq', idempotency_key => :'key' || '-kq'), :kq_id::bigint,
