@@ -2,7 +2,7 @@
 -- workers is delivered at commit, so it is tested from Python.
 begin;
 \ir _fixtures.psql
-select plan(132);
+select plan(134);
 select pgq_test.fresh_queue('enq') as q \gset
 select pgq_test.fresh_queue('enq2') as q2 \gset
 select pgq_test.fresh_queue('bad') as q_bad \gset
@@ -246,7 +246,8 @@ select is((select j.job_name from pgq.jobs j where j.id = (:'ids'::bigint[])[3])
     'each new keyed job has its own input''s fields');
 
 -- A keyed single job: an existing key in a queue not met yet creates the queue and
--- returns the existing job; a key freed by its job's removal is taken anew.
+-- returns the existing job; a key freed by its job's removal is taken anew; a bad
+-- concurrency key with a free idempotency key inserts nothing.
 select pgq.enqueue('kq-first', '{}', :'q', idempotency_key => :'key' || '-kq') as kq_id \gset
 select pgq_test.fresh_queue('kq') as kq \gset
 select is(pgq.enqueue('kq-again', '{}', :'kq', idempotency_key => :'key' || '-kq'), :kq_id::bigint,
@@ -256,6 +257,12 @@ delete from pgq.jobs j where j.id = :kq_id;
 select pgq.enqueue('kq-new', '{}', :'q', idempotency_key => :'key' || '-kq') as kq_new_id \gset
 select ok(:kq_new_id::bigint <> :kq_id::bigint and (pgq_test.job(:kq_new_id)).job_name = 'kq-new',
     'a key whose job is gone is free: enqueue inserts a new job for it');
+select pgq_test.state_digest() as before \gset
+select throws_ok(format($$select pgq.enqueue('kq-bad', '{}', %L, idempotency_key => %L, concurrency_key => '')$$,
+                        :'q', :'key' || '-kq-bad'),
+    'PQ001', 'invalid concurrency_key: must be 1 to 512 characters',
+    'a keyed enqueue with a bad concurrency key is refused');
+select is(pgq_test.state_digest(), :'before', 'the refused keyed enqueue inserted nothing');
 
 -- Internal: the job checks shared by enqueue and enqueue_many.
 select lives_ok($$select pgq._check_jobs(array['a', 'b'], null, null, null, null)$$,

@@ -202,11 +202,10 @@ comment on function pgq.enqueue_many(text[], jsonb[], text[], timestamptz[], int
     'Enqueue many jobs in one statement; returns their ids in input order. PQ001 on bad input (nothing enqueued).';
 
 -- Enqueue one job; returns its id, or with an existing idempotency key that job's id.
--- `concurrency_key` names the group its queue's key_concurrency counts it in. A job
--- without a key, a producer's usual single job and the path from enqueue to start, is
--- one plain insert after the checks and queue creation enqueue_many makes (the shared
--- helpers above), without its array statement; a keyed job goes through enqueue_many,
--- whose insert settles races on the key.
+-- `concurrency_key` names the group its queue's key_concurrency counts it in. One
+-- plain insert after the checks and queue creation enqueue_many makes (the shared
+-- helpers above), without its array statement: a producer's single job is the path
+-- from enqueue to start.
 create or replace function pgq.enqueue(job_name text, payload jsonb default '{}',
                                        queue text default 'default',
                                        run_at timestamptz default null,
@@ -228,28 +227,43 @@ begin
         raise exception using errcode = 'PQ001', message = 'invalid payload: must not be null',
             hint = 'Pass ''{}'' for a job without arguments.';
     end if;
-    if enqueue.idempotency_key is not null then
-        return (pgq.enqueue_many(array[enqueue.job_name], array[enqueue.payload],
-                                 array[enqueue.queue], array[enqueue.run_at],
-                                 array[coalesce(enqueue.priority, 0)], array[enqueue.max_retries],
-                                 array[enqueue.idempotency_key],
-                                 case when enqueue.concurrency_key is null then null
-                                      else array[enqueue.concurrency_key] end))[1];
-    end if;
-
     select q.max_retries into v_queue_max_retries from pgq.queues q where q.queue = enqueue.queue;
     if not found then
         perform pgq._add_queues(array[enqueue.queue]);
         select q.max_retries into v_queue_max_retries from pgq.queues q where q.queue = enqueue.queue;
     end if;
     perform pgq._check_jobs(array[enqueue.job_name], array[enqueue.payload], array[enqueue.max_retries],
-                            null, array[enqueue.concurrency_key]);
-    insert into pgq.jobs (id, queue, job_name, payload, priority, run_at, max_retries,
-                          concurrency_key)
-    values (nextval('pgq.jobs_id_seq'::regclass), enqueue.queue, enqueue.job_name,
-            enqueue.payload, coalesce(enqueue.priority, 0), coalesce(enqueue.run_at, now()),
-            coalesce(enqueue.max_retries, v_queue_max_retries), enqueue.concurrency_key)
-    returning id into v_id;
+                            array[enqueue.idempotency_key], array[enqueue.concurrency_key]);
+
+    if enqueue.idempotency_key is null then
+        insert into pgq.jobs (id, queue, job_name, payload, priority, run_at, max_retries,
+                              concurrency_key)
+        values (nextval('pgq.jobs_id_seq'::regclass), enqueue.queue, enqueue.job_name,
+                enqueue.payload, coalesce(enqueue.priority, 0), coalesce(enqueue.run_at, now()),
+                coalesce(enqueue.max_retries, v_queue_max_retries), enqueue.concurrency_key)
+        returning id into v_id;
+    else
+        loop
+            -- The id is fresh, so the only unique index the job can collide on is the
+            -- idempotency key's (no conflict target: its column shares a parameter's name).
+            insert into pgq.jobs (id, queue, job_name, payload, priority, run_at, max_retries,
+                                  idempotency_key, concurrency_key)
+            values (nextval('pgq.jobs_id_seq'::regclass), enqueue.queue, enqueue.job_name,
+                    enqueue.payload, coalesce(enqueue.priority, 0), coalesce(enqueue.run_at, now()),
+                    coalesce(enqueue.max_retries, v_queue_max_retries), enqueue.idempotency_key,
+                    enqueue.concurrency_key)
+            on conflict do nothing
+            returning id into v_id;
+            exit when v_id is not null;
+            -- The key exists: a new statement sees it also when a concurrent enqueue that
+            -- won the race committed it. Nothing was added, so nothing to wake.
+            select j.id into v_id from pgq.jobs j where j.idempotency_key = enqueue.idempotency_key;
+            if v_id is not null then
+                return v_id;
+            end if;
+            -- Its job was pruned in between: the key is free again.
+        end loop;
+    end if;
 
     -- Wake the queue's workers when the job is due now (not for a later one).
     if enqueue.run_at is null or enqueue.run_at <= now() then
