@@ -2,7 +2,7 @@
 -- workers is delivered at commit, so it is tested from Python.
 begin;
 \ir _fixtures.psql
-select plan(111);
+select plan(134);
 select pgq_test.fresh_queue('enq') as q \gset
 select pgq_test.fresh_queue('enq2') as q2 \gset
 select pgq_test.fresh_queue('bad') as q_bad \gset
@@ -244,6 +244,69 @@ select is(array(select j.idempotency_key from unnest(:'ids'::bigint[]) with ordi
 select is((:'ids'::bigint[])[2], :pre_id::bigint, 'an existing key returns its job''s id in its place');
 select is((select j.job_name from pgq.jobs j where j.id = (:'ids'::bigint[])[3]), 'a',
     'each new keyed job has its own input''s fields');
+
+-- A keyed single job: an existing key in a queue not met yet creates the queue and
+-- returns the existing job; a key freed by its job's removal is taken anew; a bad
+-- concurrency key with a free idempotency key inserts nothing.
+select pgq.enqueue('kq-first', '{}', :'q', idempotency_key => :'key' || '-kq') as kq_id \gset
+select pgq_test.fresh_queue('kq') as kq \gset
+select is(pgq.enqueue('kq-again', '{}', :'kq', idempotency_key => :'key' || '-kq'), :kq_id::bigint,
+    'enqueue with a known key into a new queue returns the existing job');
+select is((pgq_test.queue_settings(:'kq')).queue, :'kq', '... and still creates the queue it named');
+delete from pgq.jobs j where j.id = :kq_id;
+select pgq.enqueue('kq-new', '{}', :'q', idempotency_key => :'key' || '-kq') as kq_new_id \gset
+select ok(:kq_new_id::bigint <> :kq_id::bigint and (pgq_test.job(:kq_new_id)).job_name = 'kq-new',
+    'a key whose job is gone is free: enqueue inserts a new job for it');
+select pgq_test.state_digest() as before \gset
+select throws_ok(format($$select pgq.enqueue('kq-bad', '{}', %L, idempotency_key => %L, concurrency_key => '')$$,
+                        :'q', :'key' || '-kq-bad'),
+    'PQ001', 'invalid concurrency_key: must be 1 to 512 characters',
+    'a keyed enqueue with a bad concurrency key is refused');
+select is(pgq_test.state_digest(), :'before', 'the refused keyed enqueue inserted nothing');
+
+-- Internal: the job checks shared by enqueue and enqueue_many.
+select lives_ok($$select pgq._check_jobs(array['a', 'b'], null, null, null, null)$$,
+    '_check_jobs passes good jobs whose other fields are all NULL arrays');
+select lives_ok($$select pgq._check_jobs(array['a'], array['{}'::jsonb], array[0], array['k'], array['c'])$$,
+    '_check_jobs passes a job with every field set and valid');
+select throws_ok($$select pgq._check_jobs(array['a', '', 'b'], null, array[1001, 1001, 1001], null, null)$$,
+    'PQ001', 'invalid max_retries 1001: must be between 0 and 1000 (job 1 of 3)',
+    '_check_jobs names the first bad job in input order, and its first bad field');
+select throws_ok($$select pgq._check_jobs(array['a', ''], null, null, null, null)$$,
+    'PQ001', 'invalid job_name: must be 1 to 200 characters (job 2 of 2)',
+    '_check_jobs refuses an empty job name, naming the job');
+select throws_ok($$select pgq._check_jobs(array['a'], array['[]'::jsonb], null, null, null)$$,
+    'PQ001', 'invalid payload: must be a JSON object, not array',
+    '_check_jobs of one job says what is wrong without a job index');
+
+-- Internal: the queue creation shared by enqueue and enqueue_many.
+select pgq_test.fresh_queue('aq') as aq \gset
+select lives_ok(format($$select pgq._add_queues(array[%L, %L, null])$$, :'aq', :'aq'),
+    '_add_queues of a new queue (named twice) and NULL');
+select is((select count(*) from pgq.queues q where q.queue in (:'aq', 'default')), 2::bigint,
+    '_add_queues created the new queue once, and a NULL name is the default queue');
+select pgq_test.state_digest() as before \gset
+select throws_ok(format($$select pgq._add_queues(array[%L, ''])$$, :'aq' || '-2'), 'PQ001',
+    'invalid queue: must be 1 to 128 characters (job 2 of 2)',
+    '_add_queues refuses an empty queue name, naming its job');
+select is(pgq_test.state_digest(), :'before', 'a refused _add_queues creates no queue');
+
+-- Internal: no role may call them.
+set local role pgq_producer;
+select throws_ok('select pgq.' || c.call, '42501', null, 'pgq_producer may not call pgq.' || c.call)
+  from (values ('_check_jobs(null, null, null, null, null)'), ('_add_queues(null)'),
+               ('_reject_job(1, 1, ''x'')')) as c(call);
+reset role;
+set local role pgq_worker;
+select throws_ok('select pgq.' || c.call, '42501', null, 'pgq_worker may not call pgq.' || c.call)
+  from (values ('_check_jobs(null, null, null, null, null)'), ('_add_queues(null)'),
+               ('_reject_job(1, 1, ''x'')')) as c(call);
+reset role;
+set local role pgq_admin;
+select throws_ok('select pgq.' || c.call, '42501', null, 'pgq_admin may not call pgq.' || c.call)
+  from (values ('_check_jobs(null, null, null, null, null)'), ('_add_queues(null)'),
+               ('_reject_job(1, 1, ''x'')')) as c(call);
+reset role;
 
 -- Privileges: producers and admins enqueue, workers do not.
 set local role pgq_producer;

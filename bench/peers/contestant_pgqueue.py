@@ -142,11 +142,14 @@ def main() -> int:
     migrate(args.dsn)
     with Queue(args.dsn) as queue:
         vacuum(args.dsn)
-        report.timed_enqueue(lambda: queue.add_many(noop, [{} for _ in range(args.jobs)]),
-                             "Queue.add_many")
-        report.drains.append(drain(args, queue, kind, None))
-        for concurrency in (int(c) for c in known.sweep.split(",")):
-            report.drains.append(drain(args, queue, kind, concurrency))
+        if args.only_latency:
+            report.skip_throughput("Queue.add_many", "Worker() defaults")
+        else:
+            report.timed_enqueue(lambda: queue.add_many(noop, [{} for _ in range(args.jobs)]),
+                                 "Queue.add_many")
+            report.drains.append(drain(args, queue, kind, None))
+            for concurrency in (int(c) for c in known.sweep.split(",")):
+                report.drains.append(drain(args, queue, kind, concurrency))
         report.latency = latency(args, queue, kind)
     report.write(args.out)
     return 0

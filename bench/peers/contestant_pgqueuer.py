@@ -127,6 +127,20 @@ async def latency(args: Args, setup: Any) -> dict[str, Any]:
         return {"setting": setting, "error": error_text(exc)}
 
 
+async def throughput(args: Args, setup: Any, queries: Queries, report: Report) -> None:
+    started = asyncio.get_running_loop().time()
+    try:
+        await enqueue_backlog(queries, args.jobs)
+        seconds = asyncio.get_running_loop().time() - started
+        report.enqueue = {"call": "Queries.enqueue(lists)", "seconds": seconds,
+                          "jobs_per_s": args.jobs / seconds}
+    except Exception as exc:
+        report.enqueue = {"call": "Queries.enqueue(lists)", "error": error_text(exc)}
+    report.drains.append(await drain(args, setup, None, None))
+    for batch, cap in SWEEP:
+        report.drains.append(await drain(args, setup, batch, cap))
+
+
 async def amain(args: Args) -> Report:
     report = Report(contestant="PgQueuer", version=version("pgqueuer"), jobs=args.jobs)
     report.notes.append(f"asyncpg {version('asyncpg')}; async def no-op entrypoint; "
@@ -136,17 +150,10 @@ async def amain(args: Args) -> Report:
         await Queries(AsyncpgDriver(setup)).install()
         await setup.execute("vacuum analyze pgqueuer")
         queries = Queries(AsyncpgDriver(setup))
-        started = asyncio.get_running_loop().time()
-        try:
-            await enqueue_backlog(queries, args.jobs)
-            seconds = asyncio.get_running_loop().time() - started
-            report.enqueue = {"call": "Queries.enqueue(lists)", "seconds": seconds,
-                              "jobs_per_s": args.jobs / seconds}
-        except Exception as exc:
-            report.enqueue = {"call": "Queries.enqueue(lists)", "error": error_text(exc)}
-        report.drains.append(await drain(args, setup, None, None))
-        for batch, cap in SWEEP:
-            report.drains.append(await drain(args, setup, batch, cap))
+        if args.only_latency:
+            report.skip_throughput("Queries.enqueue(lists)", "QueueManager.run() defaults")
+        else:
+            await throughput(args, setup, queries, report)
         report.latency = await latency(args, setup)
     finally:
         await setup.close()

@@ -129,6 +129,21 @@ async def latency(args: Args, bench: Bench) -> dict[str, Any]:
         return {"setting": setting, "error": error_text(exc)}
 
 
+async def throughput(args: Args, bench: Bench, sweep: list[int], drain_jobs: int,
+                     report: Report) -> None:
+    started = asyncio.get_running_loop().time()
+    try:
+        await bench.enqueue_backlog(args.jobs)
+        seconds = asyncio.get_running_loop().time() - started
+        report.enqueue = {"call": "Task.batch_defer_async", "seconds": seconds,
+                          "jobs_per_s": args.jobs / seconds}
+    except Exception as exc:
+        report.enqueue = {"call": "Task.batch_defer_async", "error": error_text(exc)}
+    report.drains.append(await drain(args, bench, None, drain_jobs))
+    for concurrency in sweep:
+        report.drains.append(await drain(args, bench, concurrency, drain_jobs))
+
+
 async def amain(args: Args, sweep: list[int], drain_jobs: int) -> Report:
     report = Report(contestant="Procrastinate", version=version("procrastinate"),
                     jobs=args.jobs)
@@ -137,17 +152,10 @@ async def amain(args: Args, sweep: list[int], drain_jobs: int) -> Report:
     async with bench.app.open_async():
         await bench.app.schema_manager.apply_schema_async()
         await asyncio.to_thread(vacuum, args.dsn)
-        started = asyncio.get_running_loop().time()
-        try:
-            await bench.enqueue_backlog(args.jobs)
-            seconds = asyncio.get_running_loop().time() - started
-            report.enqueue = {"call": "Task.batch_defer_async", "seconds": seconds,
-                              "jobs_per_s": args.jobs / seconds}
-        except Exception as exc:
-            report.enqueue = {"call": "Task.batch_defer_async", "error": error_text(exc)}
-        report.drains.append(await drain(args, bench, None, drain_jobs))
-        for concurrency in sweep:
-            report.drains.append(await drain(args, bench, concurrency, drain_jobs))
+        if args.only_latency:
+            report.skip_throughput("Task.batch_defer_async", "run_worker_async() defaults")
+        else:
+            await throughput(args, bench, sweep, drain_jobs, report)
         report.latency = await latency(args, bench)
     return report
 

@@ -45,6 +45,8 @@ class Args:
     latency_samples: int
     drain_timeout: float
     out: Path
+    only_latency: bool = False
+    """Run the idle latency scenario alone (``--only latency``): no bulk enqueue, no drains."""
 
 
 def parse_args(description: str) -> Args:
@@ -55,9 +57,12 @@ def parse_args(description: str) -> Args:
     parser.add_argument("--drain-timeout", type=float, default=180.0,
                         help="seconds one drain may take before it counts as failed")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    parser.add_argument("--only", choices=["latency"], default=None,
+                        help="run one scenario alone: the others are reported as not run")
     ns = parser.parse_args()
     return Args(dsn=ns.dsn, jobs=ns.jobs, latency_samples=ns.latency_samples,
-                drain_timeout=ns.drain_timeout, out=ns.out)
+                drain_timeout=ns.drain_timeout, out=ns.out,
+                only_latency=ns.only == "latency")
 
 
 def error_text(exc: BaseException) -> str:
@@ -201,6 +206,9 @@ async def latency_samples_async(clock: LatencyClock,
     return out
 
 
+NOT_RUN = "not run (--only latency)"
+
+
 @dataclass
 class Report:
     """What a contestant script writes: one JSON object."""
@@ -223,6 +231,11 @@ class Report:
         except Exception as exc:
             traceback.print_exception(exc, file=sys.stderr)
             self.enqueue = {"call": what, "error": error_text(exc)}
+
+    def skip_throughput(self, enqueue_call: str, default_setting: str) -> None:
+        """``--only latency``: the bulk enqueue and drain cells say they were not run."""
+        self.enqueue = {"call": enqueue_call, "error": NOT_RUN}
+        self.drains = [{"setting": default_setting, "x": 0, "default": True, "error": NOT_RUN}]
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.__dict__, indent=1), encoding="utf-8")

@@ -63,6 +63,8 @@ class Contestant:
     name: str
     script: str
     extra: tuple[str, ...] = ()
+    source: Path | None = None
+    """A checkout of pgqueue whose package and SQL this contestant runs (PYTHONPATH)."""
 
 
 @dataclass(frozen=True)
@@ -73,11 +75,20 @@ class Plan:
     procrastinate_drain_jobs: int
     floor_seconds: int
     quick: bool
+    only_latency: bool = False
+    baseline: str | None = None
+    """The checkout the baseline contestant runs (a str, so that the plan dumps as JSON)."""
+
+
+BASELINE = "pgqueue baseline"
 
 
 def contestants(plan: Plan) -> list[Contestant]:
+    baseline = ([Contestant(BASELINE, "contestant_pgqueue.py", source=Path(plan.baseline))]
+                if plan.baseline is not None else [])
     return [
         Contestant("pgqueue", "contestant_pgqueue.py"),
+        *baseline,
         Contestant("pgqueue async", "contestant_pgqueue.py", ("--handlers", "async")),
         Contestant("PgQueuer", "contestant_pgqueuer.py"),
         Contestant("Procrastinate", "contestant_procrastinate.py",
@@ -107,11 +118,15 @@ def run_contestant(pg: ThrowawayPostgres, who: Contestant, plan: Plan,
     with fresh_database(pg) as dsn, log.open("w", encoding="utf-8") as log_file:
         argv = [sys.executable, str(HERE / who.script), *who.extra, "--dsn", dsn,
                 "--jobs", str(plan.jobs), "--latency-samples", str(plan.latency_samples),
-                "--out", str(out)]
+                "--out", str(out), *(["--only", "latency"] if plan.only_latency else [])]
+        env = dict(os.environ)
+        if who.source is not None:
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(who.source), *filter(None, [env.get("PYTHONPATH")])])
         try:
-            proc = subprocess.run(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log_file,
-                                  stderr=subprocess.STDOUT, timeout=CONTESTANT_TIMEOUT,
-                                  check=False)
+            proc = subprocess.run(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+                                  stdout=log_file, stderr=subprocess.STDOUT,
+                                  timeout=CONTESTANT_TIMEOUT, check=False)
             problem = None if proc.returncode == 0 else f"exited with code {proc.returncode}"
         except subprocess.TimeoutExpired:
             problem = f"killed after {CONTESTANT_TIMEOUT:.0f} s"
@@ -178,7 +193,10 @@ def _match(pattern: str, text: str) -> str:
 def baselines(pg: ThrowawayPostgres, plan: Plan) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
-        out["claim_complete"] = claim_complete_baseline(pg, max(plan.jobs, 10_000))
+        if plan.only_latency:
+            out["claim_complete"] = {"error": "not run (--only latency)"}
+        else:
+            out["claim_complete"] = claim_complete_baseline(pg, max(plan.jobs, 10_000))
     except Exception as exc:
         out["claim_complete"] = {"error": f"{type(exc).__name__}: {exc}"}
     try:
@@ -299,7 +317,7 @@ def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
         f"Python {platform.python_version()}. Each contestant runs in its own process, "
         "sharing the cores with the server.",
         "Versions: " + ", ".join(f"{n} {summary[n]['version']}" for n in names
-                                 if n != "pgqueue async") + ".",
+                                 if n not in ("pgqueue async", BASELINE)) + ".",
         "",
         "| scenario | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),
@@ -381,6 +399,15 @@ def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
         ("idle p50, pgqueue ÷ floor of two commits", ratio(med_lat(pgq, "p50"), floor.median),
          f"≤ 3{X}"),
     ]
+    if BASELINE in summary:
+        ratios += [
+            ("idle p50, pgqueue ÷ pgqueue baseline",
+             ratio(med_lat(pgq, "p50"), med_lat(BASELINE, "p50")), ""),
+            ("idle p50, pgqueue baseline ÷ PgQueuer",
+             ratio(med_lat(BASELINE, "p50"), med_lat("PgQueuer", "p50")), f"≤ 0.5{X}"),
+            ("idle p50, pgqueue baseline ÷ floor of two commits",
+             ratio(med_lat(BASELINE, "p50"), floor.median), f"≤ 3{X}"),
+        ]
     lines += ["Ratios of the medians:", "", "| ratio | value | target |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {target} |" for name, value, target in ratios]
     lines += ["", "Every drain setting (jobs/s):", "",
@@ -402,8 +429,7 @@ def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
         "",
         "Notes: " + "; ".join(f"{n}: {', '.join(summary[n]['notes'])}" for n in names) + ".",
         "",
-        "![throughput by setting](throughput.png)",
-        "",
+        *([] if plan.only_latency else ["![throughput by setting](throughput.png)", ""]),
         "![idle latency CDF](latency_cdf.png)",
         "",
     ]
@@ -437,6 +463,11 @@ def main() -> int:
     parser.add_argument("--latency-samples", type=int)
     parser.add_argument("--procrastinate-drain-jobs", type=int)
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--only", choices=["latency"], default=None,
+                        help="the idle latency scenario alone, with the floor of two commits")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="a checkout of another pgqueue revision, run as one more "
+                             f"contestant ({BASELINE!r}) beside this tree's")
     args = parser.parse_args()
     quick: bool = args.quick
     plan = Plan(
@@ -446,6 +477,8 @@ def main() -> int:
         procrastinate_drain_jobs=args.procrastinate_drain_jobs or (200 if quick else 500),
         floor_seconds=2 if quick else 5,
         quick=quick,
+        only_latency=args.only == "latency",
+        baseline=str(args.baseline.resolve()) if args.baseline is not None else None,
     )
     who = contestants(plan)
     names = [c.name for c in who]
@@ -483,9 +516,11 @@ def main() -> int:
            "rounds": rounds, "summary": plain(summary),
            "seconds": time.monotonic() - began}
     (out_dir / "peers.json").write_text(json.dumps(raw, indent=1), encoding="utf-8")
-    plot_throughput(out_dir / "throughput.png", {
-        n: [(s, summary[n]["x"][s], summary[n]["sweep"][s].values, s == summary[n]["defaults"])
-            for s in summary[n]["sweep"]] for n in names})
+    if not plan.only_latency:
+        plot_throughput(out_dir / "throughput.png", {
+            n: [(s, summary[n]["x"][s], summary[n]["sweep"][s].values,
+                 s == summary[n]["defaults"])
+                for s in summary[n]["sweep"]] for n in names})
     floor = baseline_cells(rounds)[1].median
     plot_latency_cdf(out_dir / "latency_cdf.png",
                      {n: summary[n]["latency_samples"] for n in names}, floor)

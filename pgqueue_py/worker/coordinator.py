@@ -309,7 +309,6 @@ class Worker:
                     await self._outcomes.recorded()
                     await self._release_lost_claims()
                     answer_lost = False
-                await self._tick_if_due()
                 jobs = await self._db.claim(
                     self.worker_id, queues=self._queues, batch=batch, lease=self._lease
                 )
@@ -321,20 +320,30 @@ class Worker:
                 log.info("worker %s: claiming again", self.worker_id)
                 backoff.failures = 0
             self._accept(jobs)
+            # Due schedule slots after the claim, so that the claim a notification asked
+            # for never waits behind a tick; what the tick enqueued is claimed next round.
+            try:
+                if await self._tick_if_due():
+                    self._wake.set()
+            except psycopg.OperationalError as exc:
+                await self._retrier.wait(exc, backoff, "tick")
+                continue
             if len(jobs) < batch:
                 await self._wait_for_work()
         await self._release_buffered()
 
-    async def _tick_if_due(self) -> None:
+    async def _tick_if_due(self) -> int:
         """Enqueue due schedule slots, once a poll interval: every worker ticks, and the
-        engine's idempotency keys make each slot one job, with no leader."""
+        engine's idempotency keys make each slot one job, with no leader. Returns how
+        many jobs it enqueued."""
         now = time.monotonic()
         if now < self._next_tick:
-            return
+            return 0
         self._next_tick = now + self._poll * random.uniform(0.8, 1.2)
         enqueued = await self._db.tick()
         if enqueued:
             log.info("worker %s: enqueued %s scheduled jobs", self.worker_id, enqueued)
+        return enqueued
 
     def _claimable(self) -> tuple[int, int]:
         """(how many to claim now, how many make a worthwhile batch)."""

@@ -15,7 +15,79 @@ begin
 end;
 $$;
 comment on function pgq._reject_job(bigint, integer, text) is
-    'Internal: raise PQ001 for a bad job of an enqueue; called by the insert that validates.';
+    'Internal: raise PQ001 for a bad job of an enqueue; called by the checks below.';
+
+-- Internal: every queue named exists afterwards (a NULL name is 'default'), so that
+-- pause/resume/stats know a queue from its first job. Most calls name known queues:
+-- one lookup settles that, and only new queues are inserted, after their names are
+-- checked (PQ001 for the first bad one in input order, not the table's check constraint).
+create or replace function pgq._add_queues(queues text[])
+returns void
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if exists (select from (select distinct coalesce(i.queue, 'default') as queue
+                              from unnest(coalesce(_add_queues.queues, '{null}')) as i(queue)) as n
+                where not exists (select from pgq.queues q where q.queue = n.queue)) then
+        perform pgq._reject_job(b.ord, cardinality(_add_queues.queues),
+                                'invalid queue: must be 1 to 128 characters')
+           from (select min(i.ord) as ord
+                   from unnest(_add_queues.queues) with ordinality as i(queue, ord)
+                  where length(i.queue) not between 1 and 128) as b
+          where b.ord is not null;
+        insert into pgq.queues as q (queue)
+        select distinct coalesce(i.queue, 'default')
+          from unnest(coalesce(_add_queues.queues, '{null}')) as i(queue)
+        on conflict on constraint queues_pkey do nothing;
+    end if;
+end;
+$$;
+comment on function pgq._add_queues(text[]) is
+    'Internal: create the queues named that do not exist yet; PQ001 for a bad queue name.';
+
+-- Internal: refuse a batch of jobs when one has a bad field: PQ001 for the first such
+-- job in input order. The one place the rules for a job's fields live; every array
+-- is as long as job_names or NULL (no job sets that field).
+create or replace function pgq._check_jobs(job_names text[], payloads jsonb[], max_retries integer[],
+                                           idempotency_keys text[], concurrency_keys text[])
+returns void
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_ord     bigint;
+    v_message text;
+begin
+    select b.ord, b.message into v_ord, v_message
+      from (select i.ord,
+                   case
+                   when i.job_name is null or length(i.job_name) not between 1 and 200
+                       then 'invalid job_name: must be 1 to 200 characters'
+                   when jsonb_typeof(i.payload) <> 'object'
+                       then format('invalid payload: must be a JSON object, not %s', jsonb_typeof(i.payload))
+                   when pg_column_size(i.payload) > 1048576
+                       then format('invalid payload: %s bytes, at most 1048576 allowed',
+                                   pg_column_size(i.payload))
+                   when i.max_retries not between 0 and 1000
+                       then format('invalid max_retries %s: must be between 0 and 1000', i.max_retries)
+                   when length(i.idempotency_key) not between 1 and 512
+                       then 'invalid idempotency_key: must be 1 to 512 characters'
+                   when length(i.concurrency_key) not between 1 and 512
+                       then 'invalid concurrency_key: must be 1 to 512 characters'
+                   end as message
+              from unnest(_check_jobs.job_names, _check_jobs.payloads, _check_jobs.max_retries,
+                          _check_jobs.idempotency_keys, _check_jobs.concurrency_keys)
+                   with ordinality as i(job_name, payload, max_retries, idempotency_key,
+                                        concurrency_key, ord)) as b
+     where b.message is not null
+     order by b.ord
+     limit 1;
+    if v_ord is not null then
+        perform pgq._reject_job(v_ord, cardinality(_check_jobs.job_names), v_message);
+    end if;
+end;
+$$;
+comment on function pgq._check_jobs(text[], jsonb[], integer[], text[], text[]) is
+    'Internal: PQ001 for the first job (in input order) with a bad name, payload, max_retries or key.';
 
 -- Enqueue many jobs in one statement. Each array is NULL (every job takes the
 -- default) or as long as job_names; a NULL element takes the default for that job.
@@ -70,30 +142,17 @@ begin
             hint = 'Each array must be NULL or as long as job_names.';
     end if;
 
-    -- A queue exists from its first job, so pause/resume/stats know it. Most calls
-    -- name known queues: one lookup settles that, and only new queues are inserted,
-    -- after their names are checked (PQ001, not the table's check constraint).
-    if exists (select from (select distinct coalesce(i.queue, 'default') as queue
-                              from unnest(coalesce(enqueue_many.queues, '{null}')) as i(queue)) as n
-                where not exists (select from pgq.queues q where q.queue = n.queue)) then
-        perform pgq._reject_job(b.ord, v_count, 'invalid queue: must be 1 to 128 characters')
-           from (select min(i.ord) as ord
-                   from unnest(enqueue_many.queues) with ordinality as i(queue, ord)
-                  where length(i.queue) not between 1 and 128) as b
-          where b.ord is not null;
-        insert into pgq.queues as q (queue)
-        select distinct coalesce(i.queue, 'default')
-          from unnest(coalesce(enqueue_many.queues, '{null}')) as i(queue)
-        on conflict on constraint queues_pkey do nothing;
-    end if;
+    -- The queues first (a queue exists from its first job), then every job's fields:
+    -- a refusal raises before anything is inserted.
+    perform pgq._add_queues(enqueue_many.queues);
+    perform pgq._check_jobs(enqueue_many.job_names, enqueue_many.payloads, enqueue_many.max_retries,
+                            enqueue_many.idempotency_keys, enqueue_many.concurrency_keys);
 
     -- Ids are taken in input order up front, so the result is in input order.
     v_ids := array(select nextval('pgq.jobs_id_seq'::regclass) from generate_series(1, v_count));
 
-    -- Validation rides along the insert: the first bad job in input order raises,
-    -- which undoes the whole statement, so nothing is enqueued. Jobs without an
-    -- idempotency key skip ON CONFLICT, whose speculative insertion costs about a
-    -- tenth of a bulk enqueue.
+    -- Jobs without an idempotency key skip ON CONFLICT, whose speculative insertion
+    -- costs about a tenth of a bulk enqueue.
     with new_jobs as materialized (
         select v_ids[i.ord] as id, q.queue, i.job_name, coalesce(i.payload, '{}') as payload,
                coalesce(i.priority, 0) as priority, coalesce(i.run_at, now()) as run_at,
@@ -105,27 +164,6 @@ begin
                with ordinality as i(job_name, payload, queue, run_at, priority, max_retries,
                                     idempotency_key, concurrency_key, ord)
           join pgq.queues q on q.queue = coalesce(i.queue, 'default')
-         where case
-               when i.job_name is null or length(i.job_name) not between 1 and 200
-                   then pgq._reject_job(i.ord, v_count, 'invalid job_name: must be 1 to 200 characters')
-               when jsonb_typeof(i.payload) <> 'object'
-                   then pgq._reject_job(i.ord, v_count,
-                            format('invalid payload: must be a JSON object, not %s', jsonb_typeof(i.payload)))
-               when pg_column_size(i.payload) > 1048576
-                   then pgq._reject_job(i.ord, v_count,
-                            format('invalid payload: %s bytes, at most 1048576 allowed',
-                                   pg_column_size(i.payload)))
-               when i.max_retries not between 0 and 1000
-                   then pgq._reject_job(i.ord, v_count,
-                            format('invalid max_retries %s: must be between 0 and 1000', i.max_retries))
-               when length(i.idempotency_key) not between 1 and 512
-                   then pgq._reject_job(i.ord, v_count,
-                            'invalid idempotency_key: must be 1 to 512 characters')
-               when length(i.concurrency_key) not between 1 and 512
-                   then pgq._reject_job(i.ord, v_count,
-                            'invalid concurrency_key: must be 1 to 512 characters')
-               else true
-               end
          order by i.ord
     ),
     unkeyed as (
@@ -164,7 +202,10 @@ comment on function pgq.enqueue_many(text[], jsonb[], text[], timestamptz[], int
     'Enqueue many jobs in one statement; returns their ids in input order. PQ001 on bad input (nothing enqueued).';
 
 -- Enqueue one job; returns its id, or with an existing idempotency key that job's id.
--- `concurrency_key` names the group its queue's key_concurrency counts it in.
+-- `concurrency_key` names the group its queue's key_concurrency counts it in. One
+-- plain insert after the checks and queue creation enqueue_many makes (the shared
+-- helpers above), without its array statement: a producer's single job is the path
+-- from enqueue to start.
 create or replace function pgq.enqueue(job_name text, payload jsonb default '{}',
                                        queue text default 'default',
                                        run_at timestamptz default null,
@@ -175,6 +216,9 @@ create or replace function pgq.enqueue(job_name text, payload jsonb default '{}'
 returns bigint
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
+declare
+    v_queue_max_retries integer;
+    v_id                bigint;
 begin
     if enqueue.queue is null then
         raise exception using errcode = 'PQ001', message = 'invalid queue: must not be null';
@@ -183,13 +227,49 @@ begin
         raise exception using errcode = 'PQ001', message = 'invalid payload: must not be null',
             hint = 'Pass ''{}'' for a job without arguments.';
     end if;
-    return (pgq.enqueue_many(array[enqueue.job_name], array[enqueue.payload], array[enqueue.queue],
-                             array[enqueue.run_at], array[coalesce(enqueue.priority, 0)],
-                             array[enqueue.max_retries],
-                             case when enqueue.idempotency_key is null then null
-                                  else array[enqueue.idempotency_key] end,
-                             case when enqueue.concurrency_key is null then null
-                                  else array[enqueue.concurrency_key] end))[1];
+    select q.max_retries into v_queue_max_retries from pgq.queues q where q.queue = enqueue.queue;
+    if not found then
+        perform pgq._add_queues(array[enqueue.queue]);
+        select q.max_retries into v_queue_max_retries from pgq.queues q where q.queue = enqueue.queue;
+    end if;
+    perform pgq._check_jobs(array[enqueue.job_name], array[enqueue.payload], array[enqueue.max_retries],
+                            array[enqueue.idempotency_key], array[enqueue.concurrency_key]);
+
+    if enqueue.idempotency_key is null then
+        insert into pgq.jobs (id, queue, job_name, payload, priority, run_at, max_retries,
+                              concurrency_key)
+        values (nextval('pgq.jobs_id_seq'::regclass), enqueue.queue, enqueue.job_name,
+                enqueue.payload, coalesce(enqueue.priority, 0), coalesce(enqueue.run_at, now()),
+                coalesce(enqueue.max_retries, v_queue_max_retries), enqueue.concurrency_key)
+        returning id into v_id;
+    else
+        loop
+            -- The id is fresh, so the only unique index the job can collide on is the
+            -- idempotency key's (no conflict target: its column shares a parameter's name).
+            insert into pgq.jobs (id, queue, job_name, payload, priority, run_at, max_retries,
+                                  idempotency_key, concurrency_key)
+            values (nextval('pgq.jobs_id_seq'::regclass), enqueue.queue, enqueue.job_name,
+                    enqueue.payload, coalesce(enqueue.priority, 0), coalesce(enqueue.run_at, now()),
+                    coalesce(enqueue.max_retries, v_queue_max_retries), enqueue.idempotency_key,
+                    enqueue.concurrency_key)
+            on conflict do nothing
+            returning id into v_id;
+            exit when v_id is not null;
+            -- The key exists: a new statement sees it also when a concurrent enqueue that
+            -- won the race committed it. Nothing was added, so nothing to wake.
+            select j.id into v_id from pgq.jobs j where j.idempotency_key = enqueue.idempotency_key;
+            if v_id is not null then
+                return v_id;
+            end if;
+            -- Its job was pruned in between: the key is free again.
+        end loop;
+    end if;
+
+    -- Wake the queue's workers when the job is due now (not for a later one).
+    if enqueue.run_at is null or enqueue.run_at <= now() then
+        perform pgq._wake(array[enqueue.queue]);
+    end if;
+    return v_id;
 end;
 $$;
 comment on function pgq.enqueue(text, jsonb, text, timestamptz, integer, integer, text, text) is
