@@ -501,9 +501,9 @@ begin
      where q.queue = any (claim.queues);
     v_lease := coalesce(claim.lease, v_queue_lease);
 
-    -- Most claims find no expired lease: one probe of jobs_lease_expiry_idx here costs
-    -- less than the call (a security definer call costs a few hundred microseconds).
-    -- A sweep window, once one exists, replaces the probe.
+    -- Most claims find no expired lease: one probe of jobs_lease_expiry_idx here saves
+    -- the call, whose statement PL/pgSQL would plan again on every call. A sweep
+    -- window, once one exists, replaces the probe.
     if v_swept_to is null then
         v_started := clock_timestamp();
         if exists (select from pgq.jobs e where e.state = 'running' and e.lease_expires_at <= now()) then
