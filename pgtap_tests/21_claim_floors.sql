@@ -3,7 +3,7 @@
 -- "slow" threshold as an argument: '0' makes every read slow, '1 hour' none.
 begin;
 \ir _fixtures.psql
-select plan(37);
+select plan(38);
 
 -- Three due jobs in one queue, in claim order a < b < c.
 select pgq_test.fresh_queue('floor') as q \gset
@@ -54,8 +54,21 @@ update pgq.claim_floors f set moved_at = now() - interval '1 second', run_at = n
 update pgq.jobs j set run_at = now() - interval '2 hours' where j.id = :c_id;
 select pgq._keep_claim_floors(array[:'q'], false, interval '0');
 select is((select f.run_at from pgq.claim_floors f where f.queue = :'q'), now() - interval '1 minute',
-    'a floor never moves down: only a rewind lowers it');
+    'a job more than 10 s below the floor does not lower it: it waits for the rewind');
 update pgq.jobs j set run_at = now() - interval '1 minute' where j.id = :c_id;
+
+-- The first move in a second also looks 10 s below the floor: a job whose enqueue
+-- committed late, just below the floor, lowers it.
+update pgq.jobs j set run_at = now() - interval '65 seconds' where j.id = :c_id;
+update pgq.claim_floors f set moved_at = date_trunc('second', now()) - interval '1 second',
+                              run_at = now() - interval '1 minute'
+ where f.queue = :'q';
+select pgq._keep_claim_floors(array[:'q'], false, interval '0');
+select is((select f.run_at from pgq.claim_floors f where f.queue = :'q'),
+    now() - interval '65 seconds' - interval '500 milliseconds',
+    'the first move in a second lowers the floor to a job up to 10 s below it');
+update pgq.jobs j set run_at = now() - interval '1 minute' where j.id = :c_id;
+update pgq.claim_floors f set run_at = now() - interval '1 minute' where f.queue = :'q';
 
 -- A rewind that is due reads the true front: the job before the floor is claimed next.
 update pgq.claim_floors f set rewind_at = now() - interval '1 second' where f.queue = :'q';

@@ -110,7 +110,8 @@ comment on function pgq._sweep_leases(interval) is
 -- Internal: after a claim, keep the claim floors of `queues`. A queue has a floor
 -- only while reading the front of its claim order is slower than `slow_scan`. `claim_was_slow` starts
 -- one. A floor moves up to the first available job (less a margin for enqueues that
--- commit late) at most every 100 ms, so claims read little past it; every 5 to 60
+-- commit late) at most every 100 ms, so claims read little past it, and once a second
+-- it also looks 10 s below itself for jobs committed later still; every 5 to 60
 -- seconds (50 times what the last read of the front took) one claim rewinds it to
 -- the true front, which picks up any job that sorts before the floor (a higher
 -- priority, a run_at in the past, a job released or retried to an earlier run_at, a
@@ -122,6 +123,8 @@ language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 declare
     c_margin  constant interval := interval '500 milliseconds';
+    c_look_back constant interval := interval '10 seconds';
+    v_look_back boolean;
     v_queue   text;
     v_floor   pgq.claim_floors;
     v_priority integer;
@@ -139,13 +142,21 @@ begin
             continue when not _keep_claim_floors.claim_was_slow;
         elsif v_floor.rewind_at > now() then
             continue when v_floor.moved_at > now() - interval '100 milliseconds';
+            -- The first move in each second reads from 10 s below the floor: an enqueue
+            -- whose commit took longer than the margin (a stalled disk, a longer
+            -- transaction) sorts just below the floor, and is found here, not at the
+            -- next rewind. Other moves only go up.
+            v_look_back := date_trunc('second', v_floor.moved_at) < date_trunc('second', now());
             select a.priority, a.run_at into v_priority, v_run_at
               from pgq.jobs a
              where a.queue = v_queue
                and a.state = 'available'
                and a.run_at <= now()
                and (a.priority, a.run_at, a.id)
-                   >= (v_floor.priority, v_floor.run_at, -9223372036854775808)
+                   >= (v_floor.priority,
+                       v_floor.run_at - case when v_look_back then c_look_back
+                                             else interval '0' end,
+                       -9223372036854775808)
              order by a.priority, a.run_at, a.id
              limit 1;
             continue when not found;
@@ -153,7 +164,7 @@ begin
                set priority = v_priority, run_at = v_run_at - c_margin, moved_at = now()
              where f.queue = v_queue
                and f.moved_at <= now() - interval '100 milliseconds'
-               and (f.priority, f.run_at) < (v_priority, v_run_at - c_margin);
+               and (v_look_back or (f.priority, f.run_at) < (v_priority, v_run_at - c_margin));
             continue;
         end if;
 
