@@ -4,7 +4,8 @@
                          [--baseline GIT_REF] [--consumers 4] [--batch 50] [--rate JOBS_S]
 
 Three benchmarks, each on a fresh throwaway cluster (fsync on, autovacuum on at its
-defaults, shared_buffers 256MB; pgq.jobs keeps the autovacuum settings of its migration),
+defaults, sized for a 24 GiB machine: bench/soak_load.py's CLUSTER_SETTINGS; pgq.jobs
+keeps the autovacuum settings of its migration),
 or on DATABASE_URL / --dsn. The load is this process's threads calling the engine
 through ``Queue`` (bench/soak_load.py), not the Worker: K consumers looping claim(batch=B)
 + complete_many, and a producer offering a fixed rate.
@@ -147,7 +148,7 @@ def held_xmin(server_dsn: str, args: argparse.Namespace, sql_path: Path | None,
         settings["pgq.jobs reloptions"] = jobs_reloptions(dsn)
         bins = run_load(dsn, args, offered, clean + hold + recovery, phase_of,
                         [functools.partial(hold_xmin, clean, clean + hold)])
-    shape_keys = soak_report.BIN_KEYS
+    shape_keys = soak_report.BIN_FIELDS
     return {
         "contestant": contestant, "settings": settings, "peak_jobs_per_s": peak_rate,
         "offered_jobs_per_s": offered, "phases": phases,

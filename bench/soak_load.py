@@ -29,11 +29,19 @@ INDEXES = ("jobs_claim_idx", "jobs_lease_expiry_idx")
 BIN_SECONDS = 10.0
 TICK_SECONDS = 0.1
 IDLE_SLEEP = 0.005
-# Durable and vacuumed as a production server is; max_connections is the throwaway's.
+# Durable and vacuumed as a production server is, and sized as one for a 24 GiB machine
+# (a quarter of the memory for shared_buffers, WAL room for a checkpoint every
+# checkpoint_timeout rather than every few hundred MB); max_connections is the
+# throwaway's. The PgQueuer soak (bench/peers/soak_pgqueuer.py) uses the same.
 CLUSTER_SETTINGS = {"fsync": "on", "full_page_writes": "on", "synchronous_commit": "on",
-                    "autovacuum": "on", "shared_buffers": "256MB"}
+                    "autovacuum": "on", "shared_buffers": "6GB", "wal_buffers": "16MB",
+                    "max_wal_size": "8GB", "min_wal_size": "2GB",
+                    "checkpoint_timeout": "5min", "checkpoint_completion_target": "0.9",
+                    # pg_stat_wal's sync time: shows when a slow bin is the disk's flushes.
+                    "track_wal_io_timing": "on"}
 REPORTED_SETTINGS = ("server_version", "fsync", "full_page_writes", "synchronous_commit",
-                     "shared_buffers", "autovacuum", "autovacuum_naptime",
+                     "shared_buffers", "wal_buffers", "max_wal_size", "checkpoint_timeout",
+                     "checkpoint_completion_target", "autovacuum", "autovacuum_naptime",
                      "autovacuum_max_workers", "autovacuum_vacuum_threshold",
                      "autovacuum_vacuum_scale_factor", "autovacuum_vacuum_cost_delay",
                      "autovacuum_vacuum_cost_limit", "max_connections")
@@ -226,6 +234,21 @@ def refill(queue: Queue, threads: Threads, target: int, every: float = 0.02) -> 
                 threads.counters.enqueued(missing)
 
 
+SERVER_IO_SQL = (
+    "select (select checkpoints_timed + checkpoints_req from pg_stat_bgwriter),"
+    " (select wal_sync_time from pg_stat_wal)"
+)
+"""Checkpoints begun, and milliseconds spent flushing WAL, since the server started: a
+slow bin may be a checkpoint's writes or the disk's flushes."""
+
+
+def server_io(conn: psycopg.Connection[Any]) -> dict[str, float]:
+    row = conn.execute(SERVER_IO_SQL).fetchone()
+    if row is None:
+        raise RuntimeError("pg_stat_bgwriter and pg_stat_wal returned no row")
+    return {"checkpoints": int(row[0]), "wal_sync_ms": float(row[1])}
+
+
 def table_stats(conn: psycopg.Connection[Any]) -> tuple[int, int, dict[str, int], int]:
     """pgq.jobs' (dead tuples, table bytes, index bytes by name, autovacuum count)."""
     row = conn.execute(
@@ -263,7 +286,8 @@ def sample_bins(dsn: str, threads: Threads, started: float, seconds: float,
                 "claim_p99_ms": percentile(claims, 99), "dead_tuples": dead,
                 "table_bytes": table_bytes, "index_bytes": index_bytes,
                 "backlog": threads.counters.backlog, "claims": len(claims),
-                "autovacuum_count": autovacuums, **(extra() if extra else {}),
+                "autovacuum_count": autovacuums, **server_io(conn),
+                **(extra() if extra else {}),
             })
     return bins
 

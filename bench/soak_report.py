@@ -44,7 +44,7 @@ RECOVERED_WITHIN = 1.5
 """A bin has recovered when its claim p99 is at most this many times the clean p99."""
 
 
-class Bin(TypedDict):
+class _BinFigures(TypedDict):
     t: float
     phase: str
     offered: int
@@ -57,6 +57,14 @@ class Bin(TypedDict):
     backlog: int
 
 
+class Bin(_BinFigures, total=False):
+    checkpoints: int
+    """Checkpoints the server had begun by the bin's end (not in runs made before it was
+    recorded)."""
+    wal_sync_ms: float
+    """Milliseconds the server had spent flushing WAL by the bin's end (likewise)."""
+
+
 class HeldXminRun(TypedDict):
     contestant: str
     settings: dict[str, str]
@@ -66,7 +74,8 @@ class HeldXminRun(TypedDict):
     bins: list[Bin]
 
 
-BIN_KEYS = frozenset(Bin.__annotations__)
+BIN_KEYS = Bin.__required_keys__
+BIN_FIELDS = frozenset(Bin.__annotations__)
 RUN_KEYS = frozenset(HeldXminRun.__annotations__)
 
 
@@ -116,23 +125,32 @@ class Minute:
     """Highest of its bins' p99."""
     last: Bin
     """The minute's last bin: sizes, dead tuples and backlog at the minute's end."""
+    wal_sync_ms: float | None = None
+    """The most WAL flush time in one of its bins (None where the run did not record it)."""
 
 
 def minutes(bins: Sequence[Bin], keep: Callable[[Bin], bool] = lambda b: True) -> list[Minute]:
     """The bins (those ``keep`` accepts) grouped by minute."""
-    grouped: dict[int, list[Bin]] = {}
+    grouped: dict[int, list[tuple[Bin, float | None]]] = {}
+    previous: float | None = None
     for item in bins:
+        total = item.get("wal_sync_ms")
+        flushed = total - previous if total is not None and previous is not None else None
+        previous = total
         if keep(item):
-            grouped.setdefault(minute_of(item), []).append(item)
+            grouped.setdefault(minute_of(item), []).append((item, flushed))
     rows = []
-    for minute, group in sorted(grouped.items()):
+    for minute, pairs in sorted(grouped.items()):
+        group = [b for b, _ in pairs]
         p50s = [b["claim_p50_ms"] for b in group if b["claim_p50_ms"] is not None]
         p99s = [b["claim_p99_ms"] for b in group if b["claim_p99_ms"] is not None]
+        flushes = [f for _, f in pairs if f is not None]
         phases = "/".join(dict.fromkeys(b["phase"] for b in group))
         rows.append(Minute(minute, phases, sum(b["offered"] for b in group),
                            sum(b["completed"] for b in group),
                            statistics.median(p50s) if p50s else None,
-                           max(p99s) if p99s else None, group[-1]))
+                           max(p99s) if p99s else None, group[-1],
+                           max(flushes) if flushes else None))
     return rows
 
 
@@ -263,9 +281,11 @@ def minute_table(runs: Sequence[HeldXminRun]) -> str:
                 rows.append([str(m.minute), run["contestant"], m.phases, f"{m.offered:,}",
                              f"{m.completed:,}", ms(m.claim_p50_ms), ms(m.claim_p99_ms),
                              f"{m.last['dead_tuples']:,}", mb(m.last["table_bytes"]),
-                             indexes, f"{m.last['backlog']:,}"])
+                             indexes, f"{m.last['backlog']:,}",
+                             str(m.last.get("checkpoints", "-")), ms(m.wal_sync_ms)])
     return table(["min", "contestant", "phase", "offered", "completed", "claim p50 ms",
-                  "claim p99 ms", "dead tuples", "table MB", "indexes MB", "backlog"], rows)
+                  "claim p99 ms", "dead tuples", "table MB", "indexes MB", "backlog",
+                  "checkpoints", "WAL flush ms, worst bin"], rows)
 
 
 RULES = (
@@ -274,8 +294,10 @@ RULES = (
     " bound of the minute's own p99), the worst hold minute counting only hold bins."
     f" Recovery is the time from the hold's end to the end of the first bin whose p99 is"
     f" at most {RECOVERED_WITHIN}x the clean p99 (10 s at the least). Dead tuples are"
-    " pg_stat_user_tables.n_dead_tup, sizes and backlog are at each minute's end; a minute's"
-    " p50 is the median of its bins' p50."
+    " pg_stat_user_tables.n_dead_tup, sizes, backlog and the server's checkpoints begun"
+    " (pg_stat_bgwriter) are at each minute's end; a minute's p50 is the median of its"
+    " bins' p50. WAL flush ms is the most time the server spent flushing WAL"
+    " (pg_stat_wal.wal_sync_time) in one of the minute's bins."
 )
 
 

@@ -4,8 +4,9 @@
     bench/peers/.venv/bin/python bench/peers/soak_pgqueuer.py --quick    # 20/60/30 s
     ... [--clean S --hold S --recovery S --consumers K --batch B --out FILE]
 
-A throwaway cluster (fsync on, autovacuum on at its defaults, shared_buffers 256MB; the
-settings are printed and stored), PgQueuer's schema installed by ``Queries.install``.
+A throwaway cluster with the pgqueue soak's settings (bench/soak_load.py: durable,
+autovacuum on at its defaults, sized for a 24 GiB machine; they are printed and stored),
+PgQueuer's schema installed by ``Queries.install``.
 K consumers, each on its own asyncpg connection, run PgQueuer's own SQL: ``Queries.dequeue``
 (batch B, the plan QueueManager uses with no concurrency limits), a no-op entrypoint per
 job, then ``Queries.log_jobs`` marking the batch successful, as QueueManager's status
@@ -58,19 +59,16 @@ from pgqueue_py.testing.throwaway import DEFAULT_SETTINGS, ThrowawayPostgres
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+from soak_load import CLUSTER_SETTINGS, SERVER_IO_SQL  # noqa: E402  # bench/, not a package
+
 DEFAULT_OUT = REPO / "bench" / "results" / "soak" / "held_xmin_pgqueuer.json"
 
-SERVER_SETTINGS = {
-    **DEFAULT_SETTINGS,
-    "fsync": "on",
-    "full_page_writes": "on",
-    "synchronous_commit": "on",
-    "autovacuum": "on",
-    "shared_buffers": "256MB",
-}
+SERVER_SETTINGS = {**DEFAULT_SETTINGS, **CLUSTER_SETTINGS}
 REPORTED_SETTINGS = (
     "server_version", "fsync", "full_page_writes", "synchronous_commit", "shared_buffers",
-    "max_connections", "autovacuum", "autovacuum_naptime", "autovacuum_max_workers",
+    "wal_buffers", "checkpoint_completion_target", "max_connections", "autovacuum",
+    "autovacuum_naptime", "autovacuum_max_workers",
     "autovacuum_vacuum_threshold", "autovacuum_vacuum_scale_factor",
     "autovacuum_vacuum_insert_threshold", "autovacuum_vacuum_insert_scale_factor",
     "autovacuum_vacuum_cost_delay", "autovacuum_vacuum_cost_limit", "checkpoint_timeout",
@@ -308,6 +306,12 @@ class Sample:
     backlog: int
 
 
+async def server_io(conn: Any) -> dict[str, float]:
+    """The same figures as the pgqueue soak's bins: checkpoints begun, WAL flush ms."""
+    checkpoints, wal_sync_ms = await conn.fetchrow(SERVER_IO_SQL)
+    return {"checkpoints": int(checkpoints), "wal_sync_ms": float(wal_sync_ms)}
+
+
 async def sample_db(conn: Any, backlog: int) -> Sample:
     row = await conn.fetchrow(STATS_SQL)
     indexes = await conn.fetch(INDEX_SQL)
@@ -341,6 +345,7 @@ async def sampler(conn: Any, bins: Bins, totals: Totals, plan: Plan,
             "completed": bins.completed[i], "claim_p50_ms": p50, "claim_p99_ms": p99,
             "dead_tuples": s.dead_tuples, "table_bytes": s.table_bytes,
             "index_bytes": s.index_bytes, "backlog": s.backlog,
+            **await server_io(conn),
         })
         print(f"  t={t:4.0f}s {phase:8s} offered {bins.offered[i]:6d} completed "
               f"{bins.completed[i]:6d} dequeue p50 {p50:7.2f} p99 {p99:8.2f} ms "
