@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from peer_common import LATENCY_SPACING
 from peer_plots import plot_latency_cdf, plot_throughput
 
 from pgqueue_py.migrate import migrate
@@ -173,14 +174,35 @@ def claim_complete_baseline(pg: ThrowawayPostgres, jobs: int) -> dict[str, Any]:
 
 
 def commit_floor(pg: ThrowawayPostgres, seconds: int) -> dict[str, Any]:
-    """One client's one-row insert commits under pgbench; the floor is two of them."""
+    """One client's one-row insert commits under pgbench; the floor is two of them.
+
+    Back to back (the floor), and also spaced as the idle-latency samples are
+    (``pgbench -R``, one commit per LATENCY_SPACING on average): the median time a commit
+    takes on a server, and a client, that had nothing to do before it."""
     with fresh_database(pg) as dsn:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("create table floor_rows (id bigserial primary key, n int not null)")
         text = pgbench(dsn, HERE / "floor_insert.pgbench", "-c", "1", "-j", "1",
                        "-T", str(seconds))
+        with tempfile.TemporaryDirectory() as logs:
+            pgbench(dsn, HERE / "floor_insert.pgbench", "-c", "1", "-j", "1",
+                    "-T", str(max(seconds, 6)), "-R", f"{1 / LATENCY_SPACING:.1f}",
+                    "-l", "--log-prefix", str(Path(logs) / "floor"))
+            spaced_ms = spaced_commit_ms(Path(logs))
     commit_ms = float(_match(r"latency average = ([0-9.]+) ms", text))
-    return {"commit_ms": commit_ms, "floor_ms": 2 * commit_ms}
+    return {"commit_ms": commit_ms, "floor_ms": 2 * commit_ms,
+            "spaced_commit_ms": spaced_ms, "spaced_floor_ms": 2 * spaced_ms}
+
+
+def spaced_commit_ms(logs: Path) -> float:
+    """The median commit in pgbench's per-transaction logs of a ``-R`` run: each line's
+    time less its schedule lag (``client tx time script epoch us lag``, microseconds)."""
+    took = [(int(f[2]) - int(f[6])) / 1000
+            for path in logs.iterdir() for f in (line.split() for line in path.open())
+            if len(f) >= 7]
+    if not took:
+        raise RuntimeError(f"pgbench -R -l wrote no transactions in {logs}")
+    return statistics.median(took)
 
 
 def _match(pattern: str, text: str) -> str:
@@ -292,9 +314,13 @@ def summarise(rounds: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     return summary
 
 
-def baseline_cells(rounds: list[dict[str, Any]]) -> tuple[Cell, Cell]:
+def baseline_cells(rounds: list[dict[str, Any]]) -> tuple[Cell, Cell, Cell]:
+    """pgbench claim + complete_many, the floor of two commits and the spaced floor."""
+    floors = [r["baselines"]["floor"] for r in rounds]
     return (cell([r["baselines"]["claim_complete"] for r in rounds], "jobs_per_s"),
-            cell([r["baselines"]["floor"] for r in rounds], "floor_ms"))
+            cell(floors, "floor_ms"),
+            cell([f for f in floors if "error" in f or "spaced_floor_ms" in f],
+                 "spaced_floor_ms"))
 
 
 def ratio(a: float | None, b: float | None) -> str:
@@ -305,7 +331,7 @@ def ratio(a: float | None, b: float | None) -> str:
 
 def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
            server: str, names: list[str]) -> str:
-    claim_complete, floor = baseline_cells(rounds)
+    claim_complete, floor, spaced_floor = baseline_cells(rounds)
     lines = [
         "# Peers benchmark",
         "",
@@ -353,6 +379,8 @@ def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
         f"{claim_complete.show(',.0f')} |",
         f"| floor of two commits (2 {X} one-row insert commit, pgbench, 1 client), ms | "
         f"{floor.show('.2f')} |",
+        f"| the same, spaced as the idle samples are (pgbench -R {1 / LATENCY_SPACING:.0f}/s,"
+        f" median commit), ms | {spaced_floor.show('.2f')} |",
         f"| pgqueue idle p50 beside it, ms | {summary['pgqueue']['latency']['p50'].show('.1f')}"
         " |",
         "",
@@ -398,6 +426,10 @@ def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
          ratio(med_lat(pgq, "p50"), med_lat("Procrastinate", "p50")), ""),
         ("idle p50, pgqueue ÷ floor of two commits", ratio(med_lat(pgq, "p50"), floor.median),
          f"≤ 3{X}"),
+        ("idle p50, pgqueue ÷ floor of two spaced commits",
+         ratio(med_lat(pgq, "p50"), spaced_floor.median), ""),
+        ("idle p50, PgQueuer ÷ floor of two spaced commits",
+         ratio(med_lat("PgQueuer", "p50"), spaced_floor.median), ""),
     ]
     if BASELINE in summary:
         ratios += [
