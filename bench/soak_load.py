@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +24,7 @@ import psycopg
 from soak_report import percentile
 
 from pgqueue_py import JobType, Queue
-from pgqueue_py.testing.throwaway import ThrowawayPostgres
+from pgqueue_py.testing.throwaway import ThrowawayPostgres, find_bindir
 
 QUEUE = "soak"
 INDEXES = ("jobs_claim_idx", "jobs_lease_expiry_idx")
@@ -36,15 +38,27 @@ IDLE_SLEEP = 0.005
 CLUSTER_SETTINGS = {"fsync": "on", "full_page_writes": "on", "synchronous_commit": "on",
                     "autovacuum": "on", "shared_buffers": "6GB", "wal_buffers": "16MB",
                     "max_wal_size": "8GB", "min_wal_size": "2GB",
-                    "checkpoint_timeout": "5min", "checkpoint_completion_target": "0.9",
-                    # pg_stat_wal's sync time: shows when a slow bin is the disk's flushes.
-                    "track_wal_io_timing": "on"}
-REPORTED_SETTINGS = ("server_version", "fsync", "full_page_writes", "synchronous_commit",
-                     "shared_buffers", "wal_buffers", "max_wal_size", "checkpoint_timeout",
-                     "checkpoint_completion_target", "autovacuum", "autovacuum_naptime",
-                     "autovacuum_max_workers", "autovacuum_vacuum_threshold",
-                     "autovacuum_vacuum_scale_factor", "autovacuum_vacuum_cost_delay",
-                     "autovacuum_vacuum_cost_limit", "max_connections")
+                    "checkpoint_timeout": "5min", "checkpoint_completion_target": "0.9"}
+WAL_TIMING_SINCE = 140000
+"""pg_stat_wal and track_wal_io_timing came with PostgreSQL 14; on 13 a bin has no WAL
+flush time."""
+REPORTED_SETTINGS = ("server_version", *CLUSTER_SETTINGS, "track_wal_io_timing",
+                     "autovacuum_naptime", "autovacuum_max_workers",
+                     "autovacuum_vacuum_threshold", "autovacuum_vacuum_scale_factor",
+                     "autovacuum_vacuum_cost_delay", "autovacuum_vacuum_cost_limit",
+                     "max_connections")
+
+
+def cluster_settings() -> dict[str, str]:
+    """CLUSTER_SETTINGS, and WAL flush timing (which shows when a slow bin is the disk's
+    flushes) where the local server binaries have it."""
+    out = subprocess.run([str(find_bindir() / "postgres"), "--version"], capture_output=True,
+                         text=True, check=True).stdout  # "postgres (PostgreSQL) 15.2 ..."
+    found = re.search(r"\) (\d+)", out)
+    if found is None:
+        raise RuntimeError(f"cannot tell the PostgreSQL version from: {out.strip()}")
+    timing = int(found.group(1)) * 10000 >= WAL_TIMING_SINCE
+    return {**CLUSTER_SETTINGS, **({"track_wal_io_timing": "on"} if timing else {})}
 
 
 class NoPayload(TypedDict):
@@ -60,7 +74,7 @@ def cluster(dsn: str | None) -> Iterator[str]:
     if dsn:
         yield dsn
         return
-    with ThrowawayPostgres(settings=CLUSTER_SETTINGS) as pg:
+    with ThrowawayPostgres(settings=cluster_settings()) as pg:
         yield pg.dsn
 
 
@@ -69,8 +83,9 @@ def server_settings(dsn: str) -> dict[str, str]:
     values = {}
     with psycopg.connect(dsn) as conn:
         for name in REPORTED_SETTINGS:
-            setting = conn.execute("select current_setting(%s)", (name,)).fetchone()
-            values[name] = str(setting[0]) if setting else ""
+            # missing_ok: a setting this server version does not have reads as ''.
+            setting = conn.execute("select current_setting(%s, true)", (name,)).fetchone()
+            values[name] = str(setting[0]) if setting and setting[0] is not None else ""
     return values
 
 
@@ -234,19 +249,25 @@ def refill(queue: Queue, threads: Threads, target: int, every: float = 0.02) -> 
                 threads.counters.enqueued(missing)
 
 
-SERVER_IO_SQL = (
-    "select (select checkpoints_timed + checkpoints_req from pg_stat_bgwriter),"
-    " (select wal_sync_time from pg_stat_wal)"
-)
-"""Checkpoints begun, and milliseconds spent flushing WAL, since the server started: a
-slow bin may be a checkpoint's writes or the disk's flushes."""
+CHECKPOINTS_SQL = "select checkpoints_timed + checkpoints_req from pg_stat_bgwriter"
+"""Checkpoints begun since the server started: a slow bin may be a checkpoint's writes."""
+WAL_FLUSH_SQL = ("select wal_sync_time from pg_stat_wal"
+                 " where current_setting('track_wal_io_timing') = 'on'")
+"""Milliseconds spent flushing WAL since the server started (PostgreSQL 14+, and no row
+unless it is timed): a slow bin may be the disk's flushes."""
 
 
 def server_io(conn: psycopg.Connection[Any]) -> dict[str, float]:
-    row = conn.execute(SERVER_IO_SQL).fetchone()
+    """A bin's checkpoints begun and, where the server times them, WAL flush ms."""
+    row = conn.execute(CHECKPOINTS_SQL).fetchone()
     if row is None:
-        raise RuntimeError("pg_stat_bgwriter and pg_stat_wal returned no row")
-    return {"checkpoints": int(row[0]), "wal_sync_ms": float(row[1])}
+        raise RuntimeError("pg_stat_bgwriter returned no row")
+    figures: dict[str, float] = {"checkpoints": int(row[0])}
+    if conn.info.server_version >= WAL_TIMING_SINCE:
+        wal = conn.execute(WAL_FLUSH_SQL).fetchone()
+        if wal is not None:
+            figures["wal_sync_ms"] = float(wal[0])
+    return figures
 
 
 def table_stats(conn: psycopg.Connection[Any]) -> tuple[int, int, dict[str, int], int]:
