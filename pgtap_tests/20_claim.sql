@@ -1,7 +1,7 @@
 -- pgtap_tests/20_claim.sql: claim, and the failing of expired leases it does first.
 begin;
 \ir _fixtures.psql
-select plan(115);
+select plan(122);
 
 -- The result columns.
 select is((select array_agg(a.name order by a.ord)
@@ -416,6 +416,40 @@ select is((select count(*)::integer from pgq.claim('w-nolim', array[:'q'], 5)), 
     'a queue without limits is claimed as before');
 select is((select count(*)::integer from pgq.queue_starts s where s.queue = :'q'), 0,
     'a claim of a queue without a rate limit logs no start');
+
+-- pgq._pick, the one read of the claim order that pgq.claim and pgq._claim_limited share.
+select pgq_test.fresh_queue('pick-a') as pa \gset
+select pgq_test.fresh_queue('pick-b') as pb \gset
+select pgq_test.fresh_queue('pick-p') as pp \gset
+select pgq.enqueue_many(array['a1', 'a2', 'a3'], queues => array_fill(:'pa'::text, array[3]),
+                        priorities => array[2, 0, 1]) as pick_a \gset
+select pgq.enqueue_many(array['b1', 'b2', 'b-later'], queues => array_fill(:'pb'::text, array[3]),
+                        priorities => array[1, 3, -5],
+                        run_ats => array[now(), now(), now() + interval '1 hour']) as pick_b \gset
+select pgq.enqueue('p1', '{}', :'pp', priority => -10);
+select pgq.pause(:'pp');
+select is((select array_agg(j.job_name order by o.n)
+             from unnest(pgq._pick(array[:'pa', :'pb', :'pp'], 4)) with ordinality as o(id, n)
+             join pgq.jobs j on j.id = o.id),
+    array['a2', 'a3', 'b1', 'a1'],
+    '_pick takes the best of several queues in claim order, up to batch, skipping a paused queue and a job not yet due');
+select is((select count(*)::integer from pgq.jobs j
+            where j.queue in (:'pa', :'pb') and j.state <> 'available'), 0,
+    '_pick changes no job: it only locks the ones it returns');
+select is(cardinality(pgq._pick(array[:'pa'], 10)), 3, '_pick returns fewer than batch when fewer are due');
+select is(pgq._pick(array['pick-no-such-queue'], 5), '{}'::bigint[], '_pick of an unknown queue is empty');
+select is(pgq._pick('{}'::text[], 5), '{}'::bigint[], '_pick of no queues is empty');
+insert into pgq.claim_floors (queue, priority, run_at, moved_at, rewind_at)
+values (:'pa', 1, '-infinity', now(), now() + interval '1 minute');
+select is((select array_agg(j.job_name order by o.n)
+             from unnest(pgq._pick(array[:'pa'], 5)) with ordinality as o(id, n)
+             join pgq.jobs j on j.id = o.id),
+    array['a3', 'a1'], '_pick reads a queue from its claim floor, not from its front');
+delete from pgq.claim_floors f where f.queue = :'pa';
+set local role pgq_admin;
+select throws_ok(format('select pgq._pick(array[%L], 1)', :'pa'), '42501', null,
+    'pgq_admin cannot call _pick (only pgq.claim does)');
+reset role;
 
 -- Privileges: workers and admins claim, producers do not.
 select pgq_test.fresh_queue('priv') as q \gset

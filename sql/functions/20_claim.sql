@@ -209,6 +209,41 @@ $$;
 comment on function pgq._keep_claim_floors(text[], boolean, interval) is
     'Internal: move, rewind, start or drop the claim floors of queues after a claim (held xmin horizon).';
 
+-- Internal: the best `batch` due jobs of the unpaused `queues`, locked (skip locked),
+-- in claim order (priority, run_at, id). Per queue, one ordered range scan of
+-- jobs_claim_idx from the queue's claim floor (or its front); jobs not yet due are
+-- skipped inside the index (run_at is a key column), without heap visits. The one
+-- place the claim order is read: pgq.claim and pgq._claim_limited both pick here.
+create or replace function pgq._pick(queues text[], batch integer)
+returns bigint[]
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+begin
+    return array(
+        select c.id
+          from pgq.queues q
+          left join pgq.claim_floors f on f.queue = q.queue
+         cross join lateral (
+               select a.id, a.priority, a.run_at
+                 from pgq.jobs a
+                where a.queue = q.queue
+                  and a.state = 'available'
+                  and a.run_at <= now()
+                  and (a.priority, a.run_at, a.id)
+                      >= (coalesce(f.priority, -2147483648), coalesce(f.run_at, '-infinity'),
+                          -9223372036854775808)
+                order by a.priority, a.run_at, a.id
+                limit _pick.batch
+                  for update skip locked) as c
+         where q.queue = any (_pick.queues)
+           and not q.paused
+         order by c.priority, c.run_at, c.id
+         limit _pick.batch);
+end;
+$$;
+comment on function pgq._pick(text[], integer) is
+    'Internal: lock and return the ids of up to batch due jobs of the unpaused queues, in claim order.';
+
 -- Internal: up to `max_jobs` available jobs of a key-limited queue, best first,
 -- skipping jobs whose concurrency key already has `key_concurrency` running (or
 -- picked here): a key at its limit holds back only its own jobs. Jobs without a key
@@ -361,23 +396,7 @@ begin
         if v_queue.key_concurrency > 0 then
             v_more := pgq._pick_by_key(v_queue.queue, v_queue.key_concurrency, v_allowed);
         else
-            v_more := array(
-                select a.id
-                  from (select 1) as one
-                  left join pgq.claim_floors f on f.queue = v_queue.queue
-                 cross join lateral (
-                       select a.id
-                         from pgq.jobs a
-                        where a.queue = v_queue.queue
-                          and a.state = 'available'
-                          and a.run_at <= now()
-                          and (a.priority, a.run_at, a.id)
-                              >= (coalesce(f.priority, -2147483648),
-                                  coalesce(f.run_at, '-infinity'),
-                                  -9223372036854775808)
-                        order by a.priority, a.run_at, a.id
-                        limit v_allowed
-                          for update skip locked) as a);
+            v_more := pgq._pick(array[v_queue.queue], v_allowed);
         end if;
         if cardinality(v_more) > 0 then
             v_ids := v_ids || v_more;
@@ -386,25 +405,11 @@ begin
     end loop;
 
     -- The queues named without a limit, as pgq.claim reads them.
-    v_more := array(
-        select c.id
-          from pgq.queues q
-          left join pgq.claim_floors f on f.queue = q.queue
-         cross join lateral (
-               select a.id
-                 from pgq.jobs a
-                where a.queue = q.queue
-                  and a.state = 'available'
-                  and a.run_at <= now()
-                  and (a.priority, a.run_at, a.id)
-                      >= (coalesce(f.priority, -2147483648), coalesce(f.run_at, '-infinity'),
-                          -9223372036854775808)
-                order by a.priority, a.run_at, a.id
-                limit _claim_limited.batch
-                  for update skip locked) as c
-         where q.queue = any (_claim_limited.queues)
-           and not q.paused
-           and not (q.concurrency > 0 or q.rate_limit > 0 or q.key_concurrency > 0));
+    v_more := pgq._pick(array(select q.queue from pgq.queues q
+                               where q.queue = any (_claim_limited.queues)
+                                 and not (q.concurrency > 0 or q.rate_limit > 0
+                                          or q.key_concurrency > 0)),
+                        _claim_limited.batch);
     if cardinality(v_more) > 0 then
         v_ids := v_ids || v_more;
         v_sources := v_sources + 1;
@@ -477,6 +482,7 @@ declare
     v_floors      boolean;
     v_swept_to    timestamptz;
     v_started     timestamptz;
+    v_ids         bigint[];
     -- A read of the front of an index slower than this means a prefix of entries
     -- that vacuum cannot remove (a held xmin horizon): the claim floors and the lease
     -- sweep window then take over.
@@ -533,10 +539,11 @@ begin
         return query
         select * from pgq._claim_limited(claim.worker_id, claim.queues, claim.batch, v_lease);
     else
+        -- The picked ids arrive as an array, so the update touches jobs by primary key
+        -- alone, without a join.
+        v_ids := pgq._pick(claim.queues, claim.batch);
         return query
         with claimed as (
-            -- The picked ids arrive as an array, so the update touches jobs by primary
-            -- key alone, without a join.
             update pgq.jobs as j
                set state            = 'running',
                    attempt          = j.attempt + 1,
@@ -547,31 +554,7 @@ begin
                    lease_expires_at = now() + coalesce(v_lease, (select q.lease from pgq.queues q
                                                                   where q.queue = j.queue)),
                    started_at       = now()
-             where j.id = any (array(
-                   -- Per unpaused queue, one ordered range scan of jobs_claim_idx from
-                   -- the queue's claim floor (or its front); jobs not yet due are
-                   -- skipped inside the index (run_at is a key column), without heap
-                   -- visits.
-                   select c.id
-                     from pgq.queues q
-                     left join pgq.claim_floors f on f.queue = q.queue
-                    cross join lateral (
-                          select a.id, a.priority, a.run_at
-                            from pgq.jobs a
-                           where a.queue = q.queue
-                             and a.state = 'available'
-                             and a.run_at <= now()
-                             and (a.priority, a.run_at, a.id)
-                                 >= (coalesce(f.priority, -2147483648),
-                                     coalesce(f.run_at, '-infinity'),
-                                     -9223372036854775808)
-                           order by a.priority, a.run_at, a.id
-                           limit claim.batch
-                             for update skip locked) as c
-                    where q.queue = any (claim.queues)
-                      and not q.paused
-                    order by c.priority, c.run_at, c.id
-                    limit claim.batch))
+             where j.id = any (v_ids)
             returning j.id, j.job_name, j.queue, j.payload, j.attempt, j.max_retries,
                       j.lease_token, j.lease_expires_at, j.priority, j.run_at, j.created_at,
                       j.lease_duration
