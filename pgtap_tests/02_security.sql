@@ -20,7 +20,8 @@ select 'pgq_producer', unnest(array['enqueue', 'enqueue_many', 'job_status'])
 union all
 select 'pgq_worker', unnest(array['claim', 'release_lost_claims', 'heartbeat', 'heartbeat_many', 'complete',
                                   'complete_many', 'fail', 'once_begin', 'once_finish',
-                                  'once_abort', 'job_status', 'tick']);
+                                  'once_abort', 'job_status', 'tick', 'listen_for_handoffs',
+                                  'claim_and_wait', 'stop_waiting']);
 
 select cmp_ok((select count(*) from pgq_functions where not internal), '>=', 19::bigint,
     'the catalog scan sees the pgq functions (the scan itself works)');

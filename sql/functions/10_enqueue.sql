@@ -218,6 +218,7 @@ language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_queue_max_retries integer;
+    v_unlimited         boolean;
     v_id                bigint;
 begin
     if enqueue.queue is null then
@@ -227,10 +228,16 @@ begin
         raise exception using errcode = 'PQ001', message = 'invalid payload: must not be null',
             hint = 'Pass ''{}'' for a job without arguments.';
     end if;
-    select q.max_retries into v_queue_max_retries from pgq.queues q where q.queue = enqueue.queue;
+    select q.max_retries,
+           not q.paused and q.concurrency = 0 and q.rate_limit = 0 and q.key_concurrency = 0
+      into v_queue_max_retries, v_unlimited
+      from pgq.queues q where q.queue = enqueue.queue;
     if not found then
         perform pgq._add_queues(array[enqueue.queue]);
-        select q.max_retries into v_queue_max_retries from pgq.queues q where q.queue = enqueue.queue;
+        select q.max_retries,
+               not q.paused and q.concurrency = 0 and q.rate_limit = 0 and q.key_concurrency = 0
+          into v_queue_max_retries, v_unlimited
+          from pgq.queues q where q.queue = enqueue.queue;
     end if;
     perform pgq._check_jobs(array[enqueue.job_name], array[enqueue.payload], array[enqueue.max_retries],
                             array[enqueue.idempotency_key], array[enqueue.concurrency_key]);
@@ -265,9 +272,16 @@ begin
         end loop;
     end if;
 
-    -- Wake the queue's workers when the job is due now (not for a later one).
+    -- A job due now: while a worker waits for this queue, the job is handed to it when
+    -- this transaction commits (see pgq._hand_off); otherwise the queue's workers are
+    -- woken to claim it. A payload too large for a notification is always claimed.
     if enqueue.run_at is null or enqueue.run_at <= now() then
-        perform pgq._wake(array[enqueue.queue]);
+        if v_unlimited and exists (select from pgq.waiting_workers)
+           and octet_length(enqueue.payload::text) <= 6000 then
+            insert into pgq.handoff_requests (job_id, queue) values (v_id, enqueue.queue);
+        else
+            perform pgq._wake(array[enqueue.queue]);
+        end if;
     end if;
     return v_id;
 end;

@@ -209,6 +209,49 @@ $$;
 comment on function pgq._keep_claim_floors(text[], boolean, interval) is
     'Internal: move, rewind, start or drop the claim floors of queues after a claim (held xmin horizon).';
 
+-- Internal: lease the jobs `job_ids` to `worker_id`, the one place an attempt starts:
+-- the attempt is counted, a fresh lease token drawn, and the lease (`lease`, NULL: each
+-- job's queue's) runs from `started_at`. The caller has locked the jobs and checked
+-- that they may start. Returns them as pgq.claim does, in claim order.
+create or replace function pgq._lease(job_ids bigint[], worker_id text, lease interval,
+                                      started_at timestamptz)
+returns table (id bigint, job_name text, queue text, payload jsonb, attempt integer,
+               max_retries integer, lease_token uuid, lease_expires_at timestamptz,
+               priority integer, run_at timestamptz, created_at timestamptz,
+               lease_duration interval)
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+begin
+    return query
+    with leased as (
+        -- The ids arrive as an array, so the update touches jobs by primary key alone,
+        -- without a join.
+        update pgq.jobs as j
+           set state            = 'running',
+               attempt          = j.attempt + 1,
+               worker_id        = _lease.worker_id,
+               lease_token      = gen_random_uuid(),
+               lease_duration   = coalesce(_lease.lease, (select q.lease from pgq.queues q
+                                                           where q.queue = j.queue)),
+               lease_expires_at = _lease.started_at
+                                  + coalesce(_lease.lease, (select q.lease from pgq.queues q
+                                                             where q.queue = j.queue)),
+               started_at       = _lease.started_at
+         where j.id = any (_lease.job_ids)
+        returning j.id, j.job_name, j.queue, j.payload, j.attempt, j.max_retries,
+                  j.lease_token, j.lease_expires_at, j.priority, j.run_at, j.created_at,
+                  j.lease_duration
+    )
+    select l.id, l.job_name, l.queue, l.payload, l.attempt, l.max_retries,
+           l.lease_token, l.lease_expires_at, l.priority, l.run_at, l.created_at,
+           l.lease_duration
+      from leased l
+     order by l.priority, l.run_at, l.id;
+end;
+$$;
+comment on function pgq._lease(bigint[], text, interval, timestamptz) is
+    'Internal: start an attempt of each job listed, leased to worker_id from started_at; returns them in claim order.';
+
 -- Internal: the best `batch` due jobs of the unpaused `queues`, locked (skip locked),
 -- in claim order (priority, run_at, id). Per queue, one ordered range scan of
 -- jobs_claim_idx from the queue's claim floor (or its front); jobs not yet due are
@@ -425,21 +468,7 @@ begin
 
     return query
     with claimed as (
-        update pgq.jobs as j
-           set state            = 'running',
-               attempt          = j.attempt + 1,
-               worker_id        = _claim_limited.worker_id,
-               lease_token      = gen_random_uuid(),
-               lease_duration   = coalesce(_claim_limited.lease,
-                                           (select q.lease from pgq.queues q where q.queue = j.queue)),
-               lease_expires_at = now() + coalesce(_claim_limited.lease,
-                                                   (select q.lease from pgq.queues q
-                                                     where q.queue = j.queue)),
-               started_at       = v_now
-         where j.id = any (v_ids)
-        returning j.id, j.job_name, j.queue, j.payload, j.attempt, j.max_retries,
-                  j.lease_token, j.lease_expires_at, j.priority, j.run_at, j.created_at,
-                  j.lease_duration
+        select * from pgq._lease(v_ids, _claim_limited.worker_id, _claim_limited.lease, v_now)
     ),
     logged as (
         insert into pgq.queue_starts (queue, started_at)
@@ -482,7 +511,6 @@ declare
     v_floors      boolean;
     v_swept_to    timestamptz;
     v_started     timestamptz;
-    v_ids         bigint[];
     -- A read of the front of an index slower than this means a prefix of entries
     -- that vacuum cannot remove (a held xmin horizon): the claim floors and the lease
     -- sweep window then take over.
@@ -539,31 +567,9 @@ begin
         return query
         select * from pgq._claim_limited(claim.worker_id, claim.queues, claim.batch, v_lease);
     else
-        -- The picked ids arrive as an array, so the update touches jobs by primary key
-        -- alone, without a join.
-        v_ids := pgq._pick(claim.queues, claim.batch);
         return query
-        with claimed as (
-            update pgq.jobs as j
-               set state            = 'running',
-                   attempt          = j.attempt + 1,
-                   worker_id        = claim.worker_id,
-                   lease_token      = gen_random_uuid(),
-                   lease_duration   = coalesce(v_lease, (select q.lease from pgq.queues q
-                                                          where q.queue = j.queue)),
-                   lease_expires_at = now() + coalesce(v_lease, (select q.lease from pgq.queues q
-                                                                  where q.queue = j.queue)),
-                   started_at       = now()
-             where j.id = any (v_ids)
-            returning j.id, j.job_name, j.queue, j.payload, j.attempt, j.max_retries,
-                      j.lease_token, j.lease_expires_at, j.priority, j.run_at, j.created_at,
-                      j.lease_duration
-        )
-        select c.id, c.job_name, c.queue, c.payload, c.attempt, c.max_retries,
-               c.lease_token, c.lease_expires_at, c.priority, c.run_at, c.created_at,
-               c.lease_duration
-          from claimed c
-         order by c.priority, c.run_at, c.id;
+        select * from pgq._lease(pgq._pick(claim.queues, claim.batch), claim.worker_id, v_lease,
+                                 now());
     end if;
 
     -- A claim slower than reading its batch should be: the front may be the cause.

@@ -19,7 +19,10 @@ grant execute on function
     pgq.fail(bigint, uuid, text, boolean),
     pgq.once_begin(bigint, uuid, text, uuid),
     pgq.once_finish(bigint, uuid, text, jsonb),
-    pgq.once_abort(bigint, uuid, text)
+    pgq.once_abort(bigint, uuid, text),
+    pgq.listen_for_handoffs(),
+    pgq.claim_and_wait(text, text[], integer, interval, integer, text, integer),
+    pgq.stop_waiting(text)
     to pgq_worker, pgq_admin;
 
 -- Producers follow the jobs they added; workers and admins may look too.
