@@ -3,7 +3,7 @@
 -- _fail_jobs, _fail_lapsed). Their callers' files test them through the public calls.
 begin;
 \ir _fixtures.psql
-select plan(68);
+select plan(77);
 
 -- _lease_lost says why the caller no longer holds the job, always as PQ101.
 select throws_ok('select pgq._lease_lost(-1)', 'PQ101',
@@ -168,24 +168,56 @@ select ok(j.state = 'dead' and j.finished_at = now() and j.lease_token = :'lapse
 select is((select count(*) from pgq.attempt_errors e where e.job_id = :lapse2_id and e.attempt = 1),
     2::bigint, '_fail_lapsed logs each late error as another row for the same attempt');
 
+-- _lease: the one place an attempt starts, for claims and hand-overs.
+select pgq_test.fresh_queue('lease') as lq \gset
+select pgq.configure_queue(:'lq', lease => interval '50 seconds');
+select pgq.enqueue_many(array['l1', 'l2', 'l3'], queues => array_fill(:'lq'::text, array[3]),
+                        priorities => array[2, 1, 3]) as lease_ids \gset
+select is(array(select l.job_name
+                 from pgq._lease((:'lease_ids'::bigint[])[1:2], 'w-lease', null,
+                                 now() + interval '5 seconds') l),
+    array['l2', 'l1'], '_lease returns the jobs it leased in claim order');
+select is((select array_agg(row(j.state, j.attempt, j.worker_id, j.lease_duration)::text order by j.id)
+             from pgq.jobs j where j.id = any ((:'lease_ids'::bigint[])[1:2])),
+    array[row('running', 1, 'w-lease', interval '50 seconds')::text,
+          row('running', 1, 'w-lease', interval '50 seconds')::text],
+    '_lease counts the attempt and leases to the worker, for the queue''s lease when none is given');
+select ok((select bool_and(j.started_at = now() + interval '5 seconds'
+                           and j.lease_expires_at = now() + interval '55 seconds'
+                           and j.lease_token is not null)
+             from pgq.jobs j where j.id = any ((:'lease_ids'::bigint[])[1:2])),
+    '_lease starts the attempt and its lease at started_at, with a lease token');
+select isnt((select j.lease_token from pgq.jobs j where j.id = (:'lease_ids'::bigint[])[1]),
+            (select j.lease_token from pgq.jobs j where j.id = (:'lease_ids'::bigint[])[2]),
+    'each job gets a token of its own');
+select is((select l.lease_duration from pgq._lease(array[(:'lease_ids'::bigint[])[3]], 'w-lease',
+                                                   interval '9 seconds', now()) l),
+    interval '9 seconds', '_lease takes the lease given over the queue''s');
+select is_empty($$select * from pgq._lease('{}', 'w-lease', null, now())$$,
+    '_lease of no jobs leases nothing');
+
+
 -- Internal: no role may call any of them.
 set local role pgq_producer;
 select throws_ok('select pgq.' || c.call, '42501', null, 'pgq_producer may not call pgq.' || c.call)
   from (values ('_lease_lost(1)'), ('_wake(null)'), ('_check_lease(null)'),
                ('_check_job_batch(null, null)'), ('_notify_finished(null)'),
-               ('_fail_jobs(null, null, true, false)'), ('_fail_lapsed(null, null, true)')) as c(call);
+               ('_fail_jobs(null, null, true, false)'), ('_fail_lapsed(null, null, true)'),
+               ('_lease(null, null, null, null)')) as c(call);
 reset role;
 set local role pgq_worker;
 select throws_ok('select pgq.' || c.call, '42501', null, 'pgq_worker may not call pgq.' || c.call)
   from (values ('_lease_lost(1)'), ('_wake(null)'), ('_check_lease(null)'),
                ('_check_job_batch(null, null)'), ('_notify_finished(null)'),
-               ('_fail_jobs(null, null, true, false)'), ('_fail_lapsed(null, null, true)')) as c(call);
+               ('_fail_jobs(null, null, true, false)'), ('_fail_lapsed(null, null, true)'),
+               ('_lease(null, null, null, null)')) as c(call);
 reset role;
 set local role pgq_admin;
 select throws_ok('select pgq.' || c.call, '42501', null, 'pgq_admin may not call pgq.' || c.call)
   from (values ('_lease_lost(1)'), ('_wake(null)'), ('_check_lease(null)'),
                ('_check_job_batch(null, null)'), ('_notify_finished(null)'),
-               ('_fail_jobs(null, null, true, false)'), ('_fail_lapsed(null, null, true)')) as c(call);
+               ('_fail_jobs(null, null, true, false)'), ('_fail_lapsed(null, null, true)'),
+               ('_lease(null, null, null, null)')) as c(call);
 reset role;
 
 select * from finish();

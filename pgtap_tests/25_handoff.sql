@@ -1,22 +1,30 @@
 -- pgtap_tests/25_handoff.sql: hand-overs of one-row enqueues to waiting workers.
 -- The deferred trigger runs at commit; these tests run it early with SET CONSTRAINTS.
--- A "worker" here is this session holding its wake_key's advisory lock.
+-- A live worker is a wake_key whose advisory lock another session holds: the harness
+-- (tests/test_pgtap.py) holds keys 1000001 and 1000002 while this file runs, and
+-- nobody holds 1000003.
 begin;
 \ir _fixtures.psql
-select plan(66);
+\set live_key 1000001
+\set live_key2 1000002
+\set dead_key 1000003
+select plan(73);
 
 -- listen_for_handoffs: a fresh lock and channel for the session.
 select l.wake_key as key1, l.channel as chan1 from pgq.listen_for_handoffs() l \gset
 select l.wake_key as key2, l.channel as chan2 from pgq.listen_for_handoffs() l \gset
 select ok(:key1 > 0, 'listen_for_handoffs returns a positive wake_key');
 select matches(:'chan1'::text, '^pgq_handoff_[0-9a-f]{32}$', 'the channel is pgq_handoff_ and 32 hex digits');
-select ok(pgq._is_listening(:key1), 'the session holds the wake_key''s advisory lock');
+select ok(exists (select from pg_locks l
+                    where l.locktype = 'advisory' and l.classid = 1885434163 and l.objid = :key1
+                      and l.objsubid = 2 and l.pid = pg_backend_pid() and l.granted),
+    'the session holds the wake_key''s advisory lock, for the session');
+select ok(pgq._is_listening(:live_key), '_is_listening is true for a key another session holds');
 select isnt(:key1, :key2, 'each call takes another wake_key');
 select isnt(:'chan1'::text, :'chan2'::text, 'each call listens on another channel');
-select ok(not pgq._is_listening(:key1 + 1) or :key1 + 1 = :key2,
-    '_is_listening is false for a key nobody holds');
+select ok(not pgq._is_listening(:dead_key), '_is_listening is false for a key nobody holds');
 select pg_advisory_unlock(1885434163, :key2);
-select ok(not pgq._is_listening(:key2), '_is_listening is false once the lock is released');
+select ok(not pgq._is_listening(:key2), '_is_listening is false for a key this session released');
 
 -- claim_and_wait: bad input is refused and changes nothing.
 select pgq_test.fresh_queue('wait') as q \gset
@@ -74,10 +82,18 @@ select is((select count(*)::integer from pgq.waiting_workers w where w.worker_id
 select lives_ok($$select pgq.stop_waiting('w-never')$$, 'stop_waiting of a worker that never waited is a no-op');
 select throws_ok($$select pgq.stop_waiting(null)$$, 'PQ001', 'invalid worker_id: must be 1 to 200 characters',
     'stop_waiting refuses a NULL worker_id');
+select throws_ok($$select pgq.stop_waiting('w1', 'pgq_jobs')$$, 'PQ001',
+    'invalid channel: must be NULL or the channel that pgq.listen_for_handoffs returned',
+    'stop_waiting refuses a channel that is not a hand-over channel');
+select * from pgq.claim_and_wait('w1', array[:'q'], 2, null, :key1, :'chan1', 2);
+select lives_ok(format('select pgq.stop_waiting(%L, %L)', 'w1', :'chan1'),
+    'stop_waiting with the worker''s channel runs (and notifies it at commit)');
+select is((select count(*)::integer from pgq.waiting_workers w where w.worker_id = 'w1'), 0,
+    'and removes the registration too');
 
 -- Hand-over: a one-row enqueue to a waiting, live worker is leased to it at commit.
 select pgq_test.fresh_queue('hand') as hq \gset
-select * from pgq.claim_and_wait('w-hand', array[:'hq'], 2, interval '40 seconds', :key1, :'chan1', 2);
+select * from pgq.claim_and_wait('w-hand', array[:'hq'], 2, interval '40 seconds', :live_key, :'chan1', 2);
 select pgq.enqueue('handed', '{"n": 1}', :'hq') as h1 \gset
 select is((select r.job_id from pgq.handoff_requests r), :h1::bigint,
     'the enqueue asks for a hand-over at commit');
@@ -117,17 +133,15 @@ select is((select row(j.state, j.attempt)::text from pgq.jobs j where j.id = :h2
 
 -- The oldest waiting worker gets the job; a worker whose session is gone is forgotten.
 select pgq_test.fresh_queue('order') as oq \gset
-select l.wake_key as key3, l.channel as chan3 from pgq.listen_for_handoffs() l \gset
-select * from pgq.claim_and_wait('w-old', array[:'oq'], 1, null, :key3, :'chan3', 1);
+select * from pgq.claim_and_wait('w-old', array[:'oq'], 1, null, :live_key2, :'chan1', 1);
 update pgq.waiting_workers set since = now() - interval '1 minute' where worker_id = 'w-old';
-select * from pgq.claim_and_wait('w-new', array[:'oq'], 1, null, :key1, :'chan1', 1);
+select * from pgq.claim_and_wait('w-new', array[:'oq'], 1, null, :live_key, :'chan1', 1);
 select pgq.enqueue('first', '{}', :'oq') as o1 \gset
 set constraints pgq.handoff_requests_at_commit immediate;
 select is((select j.worker_id from pgq.jobs j where j.id = :o1), 'w-old', 'the worker that waited longest gets the job');
 set constraints pgq.handoff_requests_at_commit deferred;
-select * from pgq.claim_and_wait('w-old', array[:'oq'], 1, null, :key3, :'chan3', 1);
+select * from pgq.claim_and_wait('w-old', array[:'oq'], 1, null, :dead_key, :'chan1', 1);
 update pgq.waiting_workers set since = now() - interval '1 minute' where worker_id = 'w-old';
-select pg_advisory_unlock(1885434163, :key3);
 select pgq.enqueue('second', '{}', :'oq') as o2 \gset
 set constraints pgq.handoff_requests_at_commit immediate;
 select is((select j.worker_id from pgq.jobs j where j.id = :o2), 'w-new',
@@ -136,7 +150,7 @@ select is((select count(*)::integer from pgq.waiting_workers w where w.worker_id
     'and its registration removed');
 set constraints pgq.handoff_requests_at_commit deferred;
 select pgq.enqueue('third', '{}', :'oq') as o3 \gset
-update pgq.waiting_workers set wake_key = :key3 where worker_id = 'w-new';
+update pgq.waiting_workers set wake_key = :dead_key where worker_id = 'w-new';
 set constraints pgq.handoff_requests_at_commit immediate;
 select is((select j.state from pgq.jobs j where j.id = :o3), 'available',
     'with no live worker left at commit, the job stays available (and the workers are woken)');
@@ -148,7 +162,7 @@ set constraints pgq.handoff_requests_at_commit deferred;
 select pgq_test.fresh_queue('never') as nq \gset
 select pgq_test.fresh_queue('limited') as lq \gset
 select pgq.configure_queue(:'lq', concurrency => 2);
-select * from pgq.claim_and_wait('w-any', array[:'nq', :'lq'], 1, null, :key1, :'chan1', 50);
+select * from pgq.claim_and_wait('w-any', array[:'nq', :'lq'], 1, null, :live_key, :'chan1', 50);
 select pgq.enqueue('later', '{}', :'nq', run_at => now() + interval '1 hour');
 select is((select count(*)::integer from pgq.handoff_requests), 0, 'a scheduled job is not handed over');
 select pgq.enqueue('limited', '{}', :'lq');
@@ -156,6 +170,18 @@ select is((select count(*)::integer from pgq.handoff_requests), 0, 'a job of a q
 select pgq.enqueue('big', jsonb_build_object('blob', repeat('x', 6000)), :'nq');
 select is((select count(*)::integer from pgq.handoff_requests), 0,
     'a payload over 6000 bytes of JSON is not (it would not fit a notification)');
+select repeat(E'\x01', 120) as cq \gset
+select * from pgq.claim_and_wait('w-wide', array[:'cq'], 1, null, :live_key, :'chan1', 5);
+select pgq.enqueue(repeat(E'\x01', 200), jsonb_build_object('blob', repeat('x', 5900)),
+                   :'cq') as wide \gset
+select is((select count(*)::integer from pgq.handoff_requests), 1,
+    '(a payload under 6000 bytes asks for a hand-over)');
+set constraints pgq.handoff_requests_at_commit immediate;
+select is((select j.state from pgq.jobs j where j.id = :wide), 'available',
+    'a job whose notification would not fit NOTIFY''s 8000 bytes (names of escaped characters) is not handed over');
+select is((select w.slots from pgq.waiting_workers w where w.worker_id = 'w-wide'), 5,
+    '(and its worker still waits)');
+set constraints pgq.handoff_requests_at_commit deferred;
 select pgq.enqueue_many(array['bulk1', 'bulk2'], queues => array[:'nq', :'nq']);
 select is((select count(*)::integer from pgq.handoff_requests), 0, 'enqueue_many hands nothing over');
 select pgq.pause(:'nq');

@@ -18,7 +18,7 @@ from helpers import backdate_lease, job_row
 from worker_apps.procs import wait_for
 
 from pgqueue_py import Handler, JobType
-from pgqueue_py.client import AsyncQueue, ClaimedJob, Queue
+from pgqueue_py.client import AsyncQueue, ClaimedJob, Queue, _sql
 from pgqueue_py.client.errors import OutcomeUnknown
 from pgqueue_py.worker import JobContext, Worker, WorkerThreadDied
 
@@ -332,7 +332,8 @@ def _listening_backends(dsn: str) -> int:
     with psycopg.connect(dsn) as conn:
         row = conn.execute(
             "select count(*) from pg_stat_activity"
-            " where datname = current_database() and query = 'listen pgq_jobs'"
+            " where datname = current_database() and query = %s",
+            (_sql.LISTEN_FOR_HANDOFFS,),
         ).fetchone()
     assert row is not None
     return int(row[0])
@@ -400,6 +401,11 @@ class CountingQueue(AsyncQueue):
 
     async def claim(self, worker_id: str, **options: Any) -> list[ClaimedJob]:
         jobs = await super().claim(worker_id, **options)
+        self.claims.append(len(jobs))
+        return jobs
+
+    async def claim_and_wait(self, worker_id: str, **options: Any) -> list[ClaimedJob]:
+        jobs = await super().claim_and_wait(worker_id, **options)
         self.claims.append(len(jobs))
         return jobs
 

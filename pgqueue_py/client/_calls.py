@@ -11,10 +11,11 @@ The settings both front ends give their pools are here too.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from uuid import UUID
 
@@ -282,6 +283,43 @@ def claim(
 ) -> Call[list[ClaimedJob]]:
     params = {"worker_id": worker_id, "queues": list(queues), "batch": batch, "lease": lease}
     return Call(_sql.CLAIM, params, _CLAIMED_JOBS, _all)
+
+
+def claim_and_wait(
+    worker_id: str,
+    *,
+    queues: Sequence[str],
+    batch: int,
+    lease: timedelta | None,
+    wake_key: int,
+    channel: str,
+    free_slots: int,
+) -> Call[list[ClaimedJob]]:
+    params = {"worker_id": worker_id, "queues": list(queues), "batch": batch, "lease": lease,
+              "wake_key": wake_key, "channel": channel, "free_slots": free_slots}  # fmt: skip
+    return Call(_sql.CLAIM_AND_WAIT, params, _CLAIMED_JOBS, _all)
+
+
+def stop_waiting(worker_id: str, channel: str | None) -> Call[None]:
+    return _scalar(_sql.STOP_WAITING, {"worker_id": worker_id, "channel": channel}, _void)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def handed_job(payload: str) -> ClaimedJob:
+    """The job a hand-over notification carries (see ``pgq._hand_off``), as ``claim``
+    returns it; its times are microseconds since the epoch, read here in UTC."""
+    job = json.loads(payload)
+    return ClaimedJob(
+        id=job["id"], job_name=job["job_name"], queue=job["queue"], payload=job["payload"],
+        attempt=job["attempt"], max_retries=job["max_retries"],
+        lease_token=UUID(job["lease_token"]),
+        lease_expires_at=_EPOCH + timedelta(microseconds=job["lease_expires_at"]),
+        priority=job["priority"], run_at=_EPOCH + timedelta(microseconds=job["run_at"]),
+        created_at=_EPOCH + timedelta(microseconds=job["created_at"]),
+        lease_duration=timedelta(microseconds=job["lease_duration"]),
+    )  # fmt: skip
 
 
 def release_lost_claims(worker_id: str, held_job_ids: Sequence[int]) -> Call[int]:

@@ -53,6 +53,24 @@ CLAIM: LiteralString = (
     " batch => %(batch)s::integer, lease => %(lease)s::interval) as c"
 )
 
+CLAIM_AND_WAIT: LiteralString = (
+    "select c.id, c.job_name, c.queue, c.payload, c.attempt, c.max_retries, c.lease_token,"
+    " c.lease_expires_at, c.priority, c.run_at, c.created_at, c.lease_duration"
+    " from pgq.claim_and_wait(worker_id => %(worker_id)s::text, queues => %(queues)s::text[],"
+    " batch => %(batch)s::integer, lease => %(lease)s::interval,"
+    " wake_key => %(wake_key)s::integer, channel => %(channel)s::text,"
+    " free_slots => %(free_slots)s::integer) as c"
+)
+
+# Run on the worker's listening connection, in autocommit.
+LISTEN_FOR_HANDOFFS: LiteralString = (
+    "select l.wake_key, l.channel from pgq.listen_for_handoffs() as l"
+)
+
+STOP_WAITING: LiteralString = (
+    "select pgq.stop_waiting(worker_id => %(worker_id)s::text, channel => %(channel)s::text)"
+)
+
 RELEASE_LOST_CLAIMS: LiteralString = (
     "select pgq.release_lost_claims(worker_id => %(worker_id)s::text,"
     " held_job_ids => %(held_job_ids)s::bigint[])"

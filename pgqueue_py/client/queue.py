@@ -229,6 +229,41 @@ class Queue:
         """
         return self._run(_calls.claim(worker_id, queues=queues, batch=batch, lease=lease), conn)
 
+    def claim_and_wait(
+        self,
+        worker_id: str,
+        *,
+        queues: Sequence[str] = ("default",),
+        batch: int = 1,
+        lease: timedelta | None = None,
+        wake_key: int,
+        channel: str,
+        free_slots: int,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> list[ClaimedJob]:
+        """``claim``, and then wait for up to ``free_slots`` less the jobs claimed: while
+        this worker waits, one-row enqueues of ``queues`` hand their jobs to it at
+        commit, sent on ``channel``. ``wake_key`` and ``channel`` are what
+        ``pgq.listen_for_handoffs`` returned on the worker's listening connection.
+        Calls ``pgq.claim_and_wait``."""
+        return self._run(
+            _calls.claim_and_wait(worker_id, queues=queues, batch=batch, lease=lease,
+                                  wake_key=wake_key, channel=channel, free_slots=free_slots),
+            conn,
+        )  # fmt: skip
+
+    def stop_waiting(
+        self,
+        worker_id: str,
+        *,
+        channel: str | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+    ) -> None:
+        """Hand this worker no more jobs; returns once any hand-over to it in progress
+        has committed, and then notifies ``channel`` with an empty payload, which the
+        worker receives after every job handed to it. Calls ``pgq.stop_waiting``."""
+        return self._run(_calls.stop_waiting(worker_id, channel), conn)
+
     def release_lost_claims(
         self,
         worker_id: str,

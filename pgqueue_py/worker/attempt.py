@@ -36,6 +36,8 @@ class Attempt:
     """The handler outlived its timeout; the attempt was failed, a late result is ignored."""
     handler_seconds: float = 0.0
     """How long the handler ran, once it returned."""
+    handed: bool = False
+    """Leased by a hand-over at an enqueue's commit, not by a claim."""
     cancel_seen: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property

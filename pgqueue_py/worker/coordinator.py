@@ -6,7 +6,10 @@ it. The life of a claimed job, top to bottom in this file:
 
 1. ``_claim_loop`` leases jobs in one ``pgq.claim`` (free slots plus a small buffer sized
    to what the handlers get through in ``_PREFETCH_HORIZON``), and waits for a
-   notification or the jittered poll when the queues run dry;
+   notification or the jittered poll when the queues run dry. A listening worker claims
+   with ``pgq.claim_and_wait`` instead, which also records the slots the claim left
+   free: a one-row enqueue then hands its job over at commit, and ``_listen_loop``
+   receives it already leased, in a notification (no claim between enqueue and start);
 2. ``_dispatch`` starts an ``_run_attempt`` task per job while a slot is free: plain
    handlers run on a thread pool of ``concurrency`` threads, ``async def`` ones on the
    loop;
@@ -43,7 +46,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from pgqueue_py.client import _sql
+from pgqueue_py.client import _calls, _sql
 from pgqueue_py.client.async_queue import AsyncQueue
 from pgqueue_py.client.errors import LeaseLost, OutcomeUnknown, PgqError
 from pgqueue_py.client.jobs import JobType
@@ -68,6 +71,9 @@ _RATE_WINDOW = 256
 """How many of the latest handler returns measure the rate the buffer is sized by."""
 _DEFAULT_LEASE = 30.0
 """Seconds; the engine's default lease, until the first claim shows the real one."""
+_HANDOFF_BARRIER_TIMEOUT = 10.0
+"""Seconds to wait for the notification ``pgq.stop_waiting`` sends after the last job
+handed to this worker, before giving back the jobs it holds no record of."""
 _POOL_TIMEOUT = timedelta(seconds=2)
 """How long a worker call waits for a connection before it backs off and retries."""
 
@@ -152,6 +158,13 @@ class Worker:
         its timeout keeps its thread, so it keeps its slot until it returns)."""
         self._next_tick = 0.0
         """When (monotonic) this worker next calls ``pgq.tick``."""
+        self._handoff: tuple[int, str] | None = None
+        """(wake_key, channel) of the listening connection, while it is up."""
+        self._waiting = False
+        """A ``pgq.claim_and_wait`` may have left this worker waiting for hand-overs."""
+        self._handoffs_lost = False
+        """The listening connection dropped while waiting: jobs handed over may never
+        arrive, and are given back before the next claim."""
         self._finishes: deque[float] = deque(maxlen=_RATE_WINDOW)
         """When (monotonic) the last handlers returned: their rate sizes the buffer."""
         self._started = False
@@ -199,6 +212,8 @@ class Worker:
         """An attempt left the buffer, a slot or this worker: there may be room to claim."""
         self._heartbeat_sooner = asyncio.Event()
         """A claim granted a shorter lease than the heartbeat period assumed."""
+        self._handoffs_done = asyncio.Event()
+        """The notification after the last hand-over came (or cannot come any more)."""
         self._retrier = Retrier(self.worker_id, self._halt)
         if self._stop_requested is not None:
             self._request_stop(now=self._stop_requested)
@@ -303,15 +318,14 @@ class Worker:
                 break
             self._wake.clear()
             try:
-                if answer_lost:
+                if answer_lost or self._handoffs_lost:
                     # Back after an outage: record what finished meanwhile before claiming,
                     # so that no finished job is claimed (and run) again first.
+                    self._handoffs_lost = False
                     await self._outcomes.recorded()
                     await self._release_lost_claims()
                     answer_lost = False
-                jobs = await self._db.claim(
-                    self.worker_id, queues=self._queues, batch=batch, lease=self._lease
-                )
+                jobs = await self._claim(batch)
             except psycopg.OperationalError as exc:
                 answer_lost = True
                 await self._retrier.wait(exc, backoff, "claim")
@@ -344,6 +358,20 @@ class Worker:
         if enqueued:
             log.info("worker %s: enqueued %s scheduled jobs", self.worker_id, enqueued)
         return enqueued
+
+    async def _claim(self, batch: int) -> list[ClaimedJob]:
+        handoff = self._handoff
+        if handoff is None:
+            return await self._db.claim(
+                self.worker_id, queues=self._queues, batch=batch, lease=self._lease
+            )
+        self._waiting = True
+        wake_key, channel = handoff
+        return await self._db.claim_and_wait(
+            self.worker_id, queues=self._queues, batch=batch, lease=self._lease,
+            wake_key=wake_key, channel=channel,
+            free_slots=max(0, self.concurrency - len(self._running) - len(self._buffer)),
+        )  # fmt: skip
 
     def _claimable(self) -> tuple[int, int]:
         """(how many to claim now, how many make a worthwhile batch)."""
@@ -389,28 +417,56 @@ class Worker:
             await asyncio.wait_for(self._wake.wait(), self._poll * random.uniform(0.8, 1.2))
 
     async def _release_lost_claims(self) -> None:
-        """Give back the jobs a lost claim answer may have leased to this worker, so they
-        run at once instead of after their leases expire, their attempt uncounted."""
+        """Give back the jobs a lost claim answer (or a lost hand-over) may have leased to
+        this worker, so they run at once instead of after their leases expire, their
+        attempt uncounted."""
+        if not await self._stop_waiting():
+            return
         released = await self._db.release_lost_claims(self.worker_id, list(self._held))
         if released:
             log.info("worker %s: released %s jobs a lost claim had leased to it",
                      self.worker_id, released)  # fmt: skip
 
-    async def _release_buffered(self) -> None:
-        """Stopping: jobs claimed ahead and not started go back, their attempt uncounted."""
-        if not self._buffer or self._halt.is_set():
-            return
-        for attempt in self._buffer:
-            del self._held[attempt.job_id]
-        self._buffer.clear()
+    async def _stop_waiting(self) -> bool:
+        """No more hand-overs to this worker. Returns once every job handed to it has
+        arrived (it is then in ``_held``), or False when that cannot be made sure: then
+        nothing may be given back, or a job on its way would run after it was."""
+        if not self._waiting:
+            return True
+        handoff = self._handoff
+        self._handoffs_done.clear()
+        await self._db.stop_waiting(self.worker_id, channel=handoff[1] if handoff else None)
+        self._waiting = False
+        if handoff is None:
+            return True  # not listening: no notification of a hand-over can arrive now
         try:
+            await asyncio.wait_for(self._handoffs_done.wait(), _HANDOFF_BARRIER_TIMEOUT)
+        except asyncio.TimeoutError:
+            log.warning("worker %s: the listening connection did not confirm the last "
+                        "hand-over within %ss; jobs it may have been handed are retried "
+                        "when their leases expire", self.worker_id,
+                        f"{_HANDOFF_BARRIER_TIMEOUT:g}")  # fmt: skip
+            return False
+        return True
+
+    async def _release_buffered(self) -> None:
+        """Stopping: jobs claimed ahead (or handed over) and not started go back, their
+        attempt uncounted."""
+        if (not self._buffer and not self._waiting) or self._halt.is_set():
+            return
+        try:
+            if not await self._stop_waiting():
+                return
+            for attempt in self._buffer:
+                del self._held[attempt.job_id]
+            self._buffer.clear()
             await self._release_lost_claims()
         except psycopg.OperationalError as exc:
             log.warning("worker %s: could not give back jobs claimed ahead (%s); they "
                         "are retried when their leases expire", self.worker_id,
                         one_line(exc))  # fmt: skip
 
-    def _accept(self, jobs: list[ClaimedJob]) -> None:
+    def _accept(self, jobs: list[ClaimedJob], *, handed: bool = False) -> None:
         if not jobs:
             return
         # Heartbeat every third of the shortest lease granted so far: the database says
@@ -420,7 +476,7 @@ class Worker:
             self._heartbeat_every = period
             self._heartbeat_sooner.set()
         for job in jobs:
-            attempt = Attempt(job, self.worker_id)
+            attempt = Attempt(job, self.worker_id, handed=handed)
             self._held[job.id] = attempt
             self._buffer.append(attempt)
         self._dispatch()
@@ -531,6 +587,10 @@ class Worker:
     def _leave_slot(self, attempt: Attempt) -> None:
         self._running.discard(attempt)
         self._room.set()
+        if attempt.handed:
+            # Its hand-over used up a slot the worker waited with: claim again to wait
+            # with it once more (or to find a job that was not handed over).
+            self._wake.set()
         self._dispatch()
 
     async def _drain(self) -> None:
@@ -635,15 +695,44 @@ class Worker:
                     self._queue.dsn, autocommit=True, connect_timeout=10
                 ) as conn:
                     await conn.execute(_sql.LISTEN_JOBS)
+                    cur = await conn.execute(_sql.LISTEN_FOR_HANDOFFS)
+                    wake_key, channel = await cur.fetchone() or (None, None)
+                    if wake_key is None or channel is None:
+                        raise RuntimeError("pgq.listen_for_handoffs returned no row")
+                    self._handoff = (int(wake_key), str(channel))
                     if backoff.failures:
                         log.info("worker %s: listening again", self.worker_id)
                         backoff.failures = 0
                     self._wake.set()  # notifications may have been missed while away
                     async for notify in conn.notifies():
-                        if notify.payload in self._queue_set:
+                        if notify.channel == channel:
+                            self._handed_over(notify.payload)
+                        elif notify.payload in self._queue_set:
                             self._wake.set()
             except psycopg.OperationalError as exc:
+                # What was handed over on that connection and not read is lost with it.
+                self._handoff = None
+                self._handoffs_done.set()
+                if self._waiting:
+                    self._handoffs_lost = True
+                    self._wake.set()
                 await self._retrier.wait(exc, backoff, "listening")
+
+    def _handed_over(self, payload: str) -> None:
+        """A job leased to this worker at an enqueue's commit; an empty payload is the
+        notification ``pgq.stop_waiting`` sends after the last one."""
+        if not payload:
+            self._handoffs_done.set()
+            return
+        try:
+            job = _calls.handed_job(payload)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("worker %s: a hand-over notification does not decode (%r); its job "
+                      "is retried when its lease expires: %.200s", self.worker_id, exc,
+                      payload)  # fmt: skip
+            return
+        if job.id not in self._held:
+            self._accept([job], handed=True)
 
     # -- signals ---------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 --
 -- States of a job (pgq.jobs.state):
 --   available --claim--> running --complete--> succeeded
+--   available --hand-over at the enqueue's commit--> running (a claim on behalf of a
+--                                  waiting worker, leased the same way)
 --                        running --fail, lease expiry--> available (retry, after
 --                                  backoff) or dead (retry false, or attempts used up)
 --   running --release_lost_claims--> available (the claim's answer was lost; the
@@ -12,7 +14,8 @@
 -- Who calls what (grants in 90_grants.sql):
 --   producers (pgq_producer): enqueue, enqueue_many, job_status
 --   workers (pgq_worker): claim, heartbeat(_many), complete(_many), fail, once_begin,
---     once_finish, once_abort, release_lost_claims, tick, job_status
+--     once_finish, once_abort, release_lost_claims, tick, job_status, and for
+--     hand-overs listen_for_handoffs, claim_and_wait, stop_waiting
 --   operators (pgq_admin): all of the above, plus configure_queue, pause, resume,
 --     cancel, retry, retry_dead, prune, once_resolve, schedule, unschedule
 --   internal pgq._ functions: called only by the functions above, granted to no role.
@@ -20,12 +23,14 @@
 -- Where each promise is kept:
 --   00_errors.sql     the project's SQLSTATEs (pgq.error_codes)
 --   03_shared.sql     helpers more than one stage calls; how a failed attempt ends:
---                     backoff, and the dead-letter rule, decided once in _fail_jobs
+--                     backoff, and the dead-letter rule, decided once in _fail_jobs;
+--                     how one starts (_lease)
 --   05_queues.sql     queue settings and flow limits, pause and resume
 --   10_enqueue.sql    validation, idempotency keys, wake-up of listening workers
 --   15_schedules.sql  cron parsing; tick enqueues each slot once, leader-free
 --   20_claim.sql      at most one holder per job (lease token), lease expiry is a
 --                     failed attempt, flow limits held fleet-wide
+--   25_handoff.sql    a one-row enqueue's job leased at commit to a live waiting worker
 --   30_heartbeat.sql  only the current, unexpired lease extends; cancel is reported
 --   40_complete.sql   fenced completion with results, late completion while unclaimed
 --   50_fail.sql       fenced failure, late failure while unclaimed
@@ -43,6 +48,9 @@
 --   key order, so overlapping batches wait instead of deadlocking.
 --   A claim's floor row (pgq.claim_floors) is locked last, after its jobs, and the
 --   lease sweep window under a try-only advisory lock, so neither adds a wait cycle.
+--   A hand-over locks a waiting worker's row (pgq.waiting_workers) with skip locked,
+--   then leases a job its own transaction inserted; claim_and_wait locks its own row
+--   with skip locked, and stop_waiting, which waits for that row, holds nothing else.
 
 -- The project's own SQLSTATEs, in one place. Class PQ: PQ0xx bad arguments,
 -- PQ1xx worker calls (fencing, run-once), PQ2xx operator calls.

@@ -1,8 +1,9 @@
 -- Shared internals: the helpers that more than one stage calls, defined here so
 -- that every later file only calls what it has already met. Refusals (_lease_lost),
 -- batch checks (_check_job_batch, _check_lease), notifications (_wake,
--- _notify_finished) and how a failed attempt ends (_backoff, _fail_jobs,
--- _fail_lapsed: the one place the dead-letter rule is decided).
+-- _notify_finished), how a failed attempt ends (_backoff, _fail_jobs,
+-- _fail_lapsed: the one place the dead-letter rule is decided) and how one starts
+-- (_lease, for claims and hand-overs alike).
 
 -- Internal: refuse a worker call for a job not held under the caller's lease
 -- (PQ101), saying plainly why: the lease expired, another attempt holds the job,
@@ -231,3 +232,46 @@ end;
 $$;
 comment on function pgq._fail_lapsed(bigint[], text[], boolean) is
     'Internal: log a late fail from the holder of a reaped lease; with retry false an available job goes dead.';
+
+-- Internal: lease the jobs `job_ids` to `worker_id`, the one place an attempt starts:
+-- the attempt is counted, a fresh lease token drawn, and the lease (`lease`, NULL: each
+-- job's queue's) runs from `started_at`. The caller has locked the jobs and checked
+-- that they may start. Returns them as pgq.claim does, in claim order.
+create or replace function pgq._lease(job_ids bigint[], worker_id text, lease interval,
+                                      started_at timestamptz)
+returns table (id bigint, job_name text, queue text, payload jsonb, attempt integer,
+               max_retries integer, lease_token uuid, lease_expires_at timestamptz,
+               priority integer, run_at timestamptz, created_at timestamptz,
+               lease_duration interval)
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+begin
+    return query
+    with leased as (
+        -- The ids arrive as an array, so the update touches jobs by primary key alone,
+        -- without a join.
+        update pgq.jobs as j
+           set state            = 'running',
+               attempt          = j.attempt + 1,
+               worker_id        = _lease.worker_id,
+               lease_token      = gen_random_uuid(),
+               lease_duration   = coalesce(_lease.lease, (select q.lease from pgq.queues q
+                                                           where q.queue = j.queue)),
+               lease_expires_at = _lease.started_at
+                                  + coalesce(_lease.lease, (select q.lease from pgq.queues q
+                                                             where q.queue = j.queue)),
+               started_at       = _lease.started_at
+         where j.id = any (_lease.job_ids)
+        returning j.id, j.job_name, j.queue, j.payload, j.attempt, j.max_retries,
+                  j.lease_token, j.lease_expires_at, j.priority, j.run_at, j.created_at,
+                  j.lease_duration
+    )
+    select l.id, l.job_name, l.queue, l.payload, l.attempt, l.max_retries,
+           l.lease_token, l.lease_expires_at, l.priority, l.run_at, l.created_at,
+           l.lease_duration
+      from leased l
+     order by l.priority, l.run_at, l.id;
+end;
+$$;
+comment on function pgq._lease(bigint[], text, interval, timestamptz) is
+    'Internal: start an attempt of each job listed, leased to worker_id from started_at; returns them in claim order.';

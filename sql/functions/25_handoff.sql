@@ -101,9 +101,13 @@ $$;
 comment on function pgq.claim_and_wait(text, text[], integer, interval, integer, text, integer) is
     'pgq.claim, then wait for up to free_slots less the jobs claimed: one-row enqueues hand them over. PQ001 on bad input.';
 
--- The worker waits no more. Once this returns, every hand-over to it has committed and
--- its notification is sent: pgq.release_lost_claims then gives back those it will not run.
-create or replace function pgq.stop_waiting(worker_id text)
+-- The worker waits no more: no job is handed to it after this call. It waits for a
+-- hand-over to this worker that is in progress, then sends an empty notification on
+-- `channel` (NULL: none), which the worker receives after the notification of every
+-- job handed to it: from then on pgq.release_lost_claims cannot give back a job whose
+-- notification is still on its way.
+drop function if exists pgq.stop_waiting(text);
+create or replace function pgq.stop_waiting(worker_id text, channel text default null)
 returns void
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
@@ -112,32 +116,32 @@ begin
         raise exception using errcode = 'PQ001',
             message = 'invalid worker_id: must be 1 to 200 characters';
     end if;
+    if stop_waiting.channel !~ '^pgq_handoff_[0-9a-f]{32}$' then
+        raise exception using errcode = 'PQ001',
+            message = 'invalid channel: must be NULL or the channel that pgq.listen_for_handoffs returned';
+    end if;
     delete from pgq.waiting_workers w where w.worker_id = stop_waiting.worker_id;
+    if stop_waiting.channel is not null then
+        perform pg_notify(stop_waiting.channel, '');
+    end if;
 end;
 $$;
-comment on function pgq.stop_waiting(text) is
-    'Stop waiting for hand-overs (waits for one in progress). PQ001 on bad input.';
+comment on function pgq.stop_waiting(text, text) is
+    'Stop waiting for hand-overs (waits for one in progress), then notify channel with an empty payload. PQ001 on bad input.';
 
--- Internal: whether a session of this database holds the advisory lock that
--- pgq.listen_for_handoffs took for `wake_key`, that is, whether the worker that
--- listens with it is still connected.
+-- Internal: whether the worker that listens with `wake_key` is still connected: its
+-- listening session holds the key's advisory lock, so this one cannot take it. (Once
+-- taken, the lock is this transaction's until it ends; nobody uses the key then.)
 create or replace function pgq._is_listening(wake_key integer)
 returns boolean
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 begin
-    return exists (select from pg_locks l
-                    where l.locktype = 'advisory'
-                      and l.database = (select d.oid from pg_database d
-                                         where d.datname = current_database())
-                      and l.classid = 1885434163
-                      and l.objid = _is_listening.wake_key
-                      and l.objsubid = 2
-                      and l.granted);
+    return not pg_try_advisory_xact_lock(1885434163, _is_listening.wake_key);
 end;
 $$;
 comment on function pgq._is_listening(integer) is
-    'Internal: whether a session holds the advisory lock of wake_key (its worker still listens).';
+    'Internal: whether another session holds the advisory lock of wake_key (its worker still listens).';
 
 -- Internal: hand job `job_id` of `queue` to the worker that has waited longest for
 -- that queue, if the job may still start now. Skips a worker whose listening session
@@ -153,14 +157,18 @@ declare
     v_started timestamptz := clock_timestamp();
 begin
     -- The job as this transaction leaves it: still available and due, its queue
-    -- unpaused and without a flow limit (limits are kept by claims alone).
+    -- unpaused and without a flow limit (limits are kept by claims alone), and small
+    -- enough that its notification stays within NOTIFY's 8000 bytes (the fields not
+    -- counted here take fewer than 500).
     perform from pgq.jobs j
        join pgq.queues q on q.queue = j.queue
       where j.id = _hand_off.job_id
         and j.state = 'available'
         and j.run_at <= v_started
         and not q.paused
-        and q.concurrency = 0 and q.rate_limit = 0 and q.key_concurrency = 0;
+        and q.concurrency = 0 and q.rate_limit = 0 and q.key_concurrency = 0
+        and octet_length(json_build_object('job_name', j.job_name, 'queue', j.queue,
+                                           'payload', j.payload)::text) <= 7500;
     if not found then
         return false;
     end if;

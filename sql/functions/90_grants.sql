@@ -22,7 +22,7 @@ grant execute on function
     pgq.once_abort(bigint, uuid, text),
     pgq.listen_for_handoffs(),
     pgq.claim_and_wait(text, text[], integer, interval, integer, text, integer),
-    pgq.stop_waiting(text)
+    pgq.stop_waiting(text, text)
     to pgq_worker, pgq_admin;
 
 -- Producers follow the jobs they added; workers and admins may look too.
