@@ -8,8 +8,10 @@ Starts a throwaway PostgreSQL cluster with durable settings (printed with the re
 Each round runs every contestant once, in that order, each in a process of its own
 against a fresh database (the contestant_*.py scripts: their docstrings and
 peer_common.py say what they measure), then the baselines: pgbench running
-``pgq.claim`` + ``pgq.complete_many`` at batch 100, and pgbench one-row insert commits
-(the floor of two commits is twice one commit's latency). Every cell reports the median
+``pgq.claim`` + ``pgq.complete_many`` at batch 100, pgbench one-row insert commits
+(the floor of two commits is twice one commit's latency), and the wake-up floor: a
+one-row insert that sends a NOTIFY, timed until a listening psycopg connection has it,
+spaced as the idle samples are. Every cell reports the median
 over the rounds and their range. Writes results/peers.md (the table it prints),
 results/peers.json (every raw number) and two PNG plots.
 """
@@ -20,11 +22,13 @@ import argparse
 import json
 import os
 import platform
+import queue
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -34,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from peer_common import LATENCY_SPACING
+from peer_common import LATENCY_SPACING, LATENCY_WARMUP
 from peer_plots import plot_latency_cdf, plot_throughput
 
 from pgqueue_py.migrate import migrate
@@ -194,6 +198,41 @@ def commit_floor(pg: ThrowawayPostgres, seconds: int) -> dict[str, Any]:
             "spaced_commit_ms": spaced_ms, "spaced_floor_ms": 2 * spaced_ms}
 
 
+def wake_floor(pg: ThrowawayPostgres, samples: int) -> dict[str, Any]:
+    """One client's one-row insert commits, each sending a NOTIFY in the same statement,
+    and a second psycopg connection that LISTENs: the median time from before the insert
+    to the notification's arrival, spaced as the idle samples are. An idle worker that a
+    NOTIFY wakes cannot start a job sooner than this; one that claims then adds a round
+    trip and a second commit."""
+    arrived: queue.SimpleQueue[float] = queue.SimpleQueue()
+    with fresh_database(pg) as dsn, \
+            psycopg.connect(dsn, autocommit=True) as listener, \
+            psycopg.connect(dsn, autocommit=True) as producer:
+        producer.execute("create table wake_rows (id bigserial primary key, n int not null)")
+        listener.execute("listen wake_floor")
+
+        def listen() -> None:
+            for note in listener.notifies():
+                arrived.put(time.perf_counter())
+                if note.payload == "stop":
+                    break
+
+        thread = threading.Thread(target=listen, name="wake-floor-listener", daemon=True)
+        thread.start()
+        took: list[float] = []
+        for i in range(LATENCY_WARMUP + samples):
+            sent = time.perf_counter()
+            producer.execute("with added as (insert into wake_rows (n) values (1))"
+                             " select pg_notify('wake_floor', 'job')")
+            received = arrived.get(timeout=10)
+            if i >= LATENCY_WARMUP:
+                took.append((received - sent) * 1000)
+            time.sleep(LATENCY_SPACING)
+        producer.execute("select pg_notify('wake_floor', 'stop')")
+        thread.join(10)
+    return {"wake_ms": statistics.median(took), "samples": len(took)}
+
+
 def spaced_commit_ms(logs: Path) -> float:
     """The median commit in pgbench's per-transaction logs of a ``-R`` run: each line's
     time less its schedule lag (``client tx time script epoch us lag``, microseconds)."""
@@ -225,6 +264,10 @@ def baselines(pg: ThrowawayPostgres, plan: Plan) -> dict[str, Any]:
         out["floor"] = commit_floor(pg, plan.floor_seconds)
     except Exception as exc:
         out["floor"] = {"error": f"{type(exc).__name__}: {exc}"}
+    try:
+        out["wake"] = wake_floor(pg, plan.latency_samples)
+    except Exception as exc:
+        out["wake"] = {"error": f"{type(exc).__name__}: {exc}"}
     return out
 
 
@@ -314,13 +357,16 @@ def summarise(rounds: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     return summary
 
 
-def baseline_cells(rounds: list[dict[str, Any]]) -> tuple[Cell, Cell, Cell]:
-    """pgbench claim + complete_many, the floor of two commits and the spaced floor."""
+def baseline_cells(rounds: list[dict[str, Any]]) -> tuple[Cell, Cell, Cell, Cell]:
+    """pgbench claim + complete_many, the floor of two commits, the spaced floor and the
+    wake-up floor (absent from rounds run before it was measured)."""
     floors = [r["baselines"]["floor"] for r in rounds]
     return (cell([r["baselines"]["claim_complete"] for r in rounds], "jobs_per_s"),
             cell(floors, "floor_ms"),
             cell([f for f in floors if "error" in f or "spaced_floor_ms" in f],
-                 "spaced_floor_ms"))
+                 "spaced_floor_ms"),
+            cell([r["baselines"]["wake"] for r in rounds if "wake" in r["baselines"]],
+                 "wake_ms"))
 
 
 def ratio(a: float | None, b: float | None) -> str:
@@ -331,7 +377,7 @@ def ratio(a: float | None, b: float | None) -> str:
 
 def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
            server: str, names: list[str]) -> str:
-    claim_complete, floor, spaced_floor = baseline_cells(rounds)
+    claim_complete, floor, spaced_floor, wake = baseline_cells(rounds)
     lines = [
         "# Peers benchmark",
         "",
@@ -381,6 +427,8 @@ def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
         f"{floor.show('.2f')} |",
         f"| the same, spaced as the idle samples are (pgbench -R {1 / LATENCY_SPACING:.0f}/s,"
         f" median commit), ms | {spaced_floor.show('.2f')} |",
+        "| wake-up floor: a one-row insert commit sending a NOTIFY, until a listening psycopg"
+        f" connection has it, spaced the same, median, ms | {wake.show('.2f')} |",
         f"| pgqueue idle p50 beside it, ms | {summary['pgqueue']['latency']['p50'].show('.1f')}"
         " |",
         "",
@@ -430,6 +478,11 @@ def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
          ratio(med_lat(pgq, "p50"), spaced_floor.median), ""),
         ("idle p50, PgQueuer ÷ floor of two spaced commits",
          ratio(med_lat("PgQueuer", "p50"), spaced_floor.median), ""),
+        ("idle p50, pgqueue ÷ wake-up floor", ratio(med_lat(pgq, "p50"), wake.median), ""),
+        ("idle p50, PgQueuer ÷ wake-up floor",
+         ratio(med_lat("PgQueuer", "p50"), wake.median), ""),
+        (f"3 {X} floor of two commits ÷ wake-up floor",
+         ratio(3 * floor.median if floor.median is not None else None, wake.median), ""),
     ]
     if BASELINE in summary:
         ratios += [
