@@ -493,7 +493,12 @@ class LostClaimAnswerQueue(AsyncQueue):
         self.lost: list[int] = []
 
     async def claim(self, worker_id: str, **options: Any) -> list[ClaimedJob]:
-        jobs = await super().claim(worker_id, **options)
+        return self._lose_first(await super().claim(worker_id, **options))
+
+    async def claim_and_wait(self, worker_id: str, **options: Any) -> list[ClaimedJob]:
+        return self._lose_first(await super().claim_and_wait(worker_id, **options))
+
+    def _lose_first(self, jobs: list[ClaimedJob]) -> list[ClaimedJob]:
         if jobs and not self.lost:
             self.lost = [job.id for job in jobs]
             raise psycopg.OperationalError("connection lost after the claim committed")

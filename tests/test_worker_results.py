@@ -257,7 +257,8 @@ def test_a_lost_once_begin_answer_is_resent_and_the_effect_runs_once(queue: Queu
 
 
 class OutageQueue(AsyncQueue):
-    """While ``down`` is set, heartbeats and completions fail as if the server were gone."""
+    """While ``down`` is set, heartbeats, completions and claims fail as if the server
+    were gone."""
 
     def __init__(self, dsn: str) -> None:
         super().__init__(dsn, max_connections=12)
@@ -278,6 +279,18 @@ class OutageQueue(AsyncQueue):
     async def claim(self, *args: Any, **kwargs: Any) -> Any:
         self._check()
         return await super().claim(*args, **kwargs)
+
+    async def claim_and_wait(self, *args: Any, **kwargs: Any) -> Any:
+        self._check()
+        return await super().claim_and_wait(*args, **kwargs)
+
+    async def stop_waiting(self, *args: Any, **kwargs: Any) -> Any:
+        self._check()
+        return await super().stop_waiting(*args, **kwargs)
+
+    async def release_lost_claims(self, *args: Any, **kwargs: Any) -> Any:
+        self._check()
+        return await super().release_lost_claims(*args, **kwargs)
 
 
 def test_jobs_finished_during_an_outage_are_recorded_late_and_not_run_again(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pgqueue_py.client import ClaimedJob
 from pgqueue_py.client.errors import JobCancelled, LeaseLost
@@ -38,7 +38,17 @@ class Attempt:
     """How long the handler ran, once it returned."""
     handed: bool = False
     """Leased by a hand-over at an enqueue's commit, not by a claim."""
-    cancel_seen: asyncio.Event = field(default_factory=asyncio.Event)
+    _cancel_seen: asyncio.Event | None = None
+
+    @property
+    def cancel_seen(self) -> asyncio.Event:
+        """Set once the job is cancelled; made when first asked for (most attempts never
+        are), on the event loop that owns the attempt."""
+        if self._cancel_seen is None:
+            self._cancel_seen = asyncio.Event()
+            if self.cancelled:
+                self._cancel_seen.set()
+        return self._cancel_seen
 
     @property
     def job_id(self) -> int:

@@ -488,11 +488,13 @@ class Worker:
         starts: a claim answered after the stop is given back."""
         if self._stopping.is_set():
             return
-        while self._buffer and len(self._running) < self.concurrency:
-            attempt = self._buffer.popleft()
+        buffer, running = self._buffer, self._running
+        start = asyncio.get_running_loop().create_task
+        while buffer and len(running) < self.concurrency:
+            attempt = buffer.popleft()
             attempt.stage = Stage.RUNNING
-            self._running.add(attempt)
-            asyncio.get_running_loop().create_task(self._run_attempt(attempt))
+            running.add(attempt)
+            start(self._run_attempt(attempt))
 
     async def _run_attempt(self, attempt: Attempt) -> None:
         is_async = False
