@@ -22,16 +22,12 @@ declare
     v_key     integer;
     v_channel text := 'pgq_handoff_' || replace(gen_random_uuid()::text, '-', '');
 begin
-    for i in 1 .. 20 loop
+    -- The server's lock table holds max_locks_per_transaction x max_connections locks
+    -- (thousands) against 2^31 keys: a random key is nearly always free at once.
+    loop
         v_key := 1 + floor(random() * 2147483646)::integer;
         exit when pg_try_advisory_lock(1885434163, v_key);
-        v_key := null;
     end loop;
-    if v_key is null then
-        raise exception using errcode = 'PQ001',
-            message = 'no free wake_key after 20 tries',
-            hint = 'Another session holds advisory locks in class 1885434163; release them.';
-    end if;
     execute format('listen %I', v_channel);
     return query select v_key, v_channel;
 end;
@@ -106,7 +102,6 @@ comment on function pgq.claim_and_wait(text, text[], integer, interval, integer,
 -- `channel` (NULL: none), which the worker receives after the notification of every
 -- job handed to it: from then on pgq.release_lost_claims cannot give back a job whose
 -- notification is still on its way.
-drop function if exists pgq.stop_waiting(text);
 create or replace function pgq.stop_waiting(worker_id text, channel text default null)
 returns void
 language plpgsql security definer set search_path = pg_catalog, pg_temp
