@@ -180,3 +180,19 @@ def test_jobs_handed_while_the_listening_connection_dies_run_once(
             "a job given back was counted as an attempt"
     finally:
         worker.kill()
+
+
+def test_a_job_no_waiting_worker_takes_still_wakes_the_listening_workers(queue: Queue) -> None:
+    with psycopg.connect(queue.dsn, autocommit=True) as worker_side, \
+            psycopg.connect(queue.dsn, autocommit=True) as watcher:
+        wake_key, channel = worker_side.execute(
+            "select wake_key, channel from pgq.listen_for_handoffs()").fetchone() or (0, "")
+        queue.claim_and_wait("w-other", queues=["other"], batch=1, wake_key=wake_key,
+                             channel=channel, free_slots=1)  # fmt: skip
+        watcher.execute("listen pgq_jobs")
+        # A worker waits, but for another queue: the enqueue asks for a hand-over, none
+        # happens at commit, and the wake-up comes from the commit instead.
+        job_id = queue.add(item, {"n": 1})
+        assert state(queue, job_id) == "available"
+        assert wakes_sent(watcher, 5) == ["default"]
+        assert waiting_slots(queue.dsn, "w-other") == 1, "the other queue's worker still waits"
