@@ -20,7 +20,9 @@ create unlogged table if not exists pgq.waiting_workers (
 
 -- Jobs enqueued in a transaction that is still open, each to be handed over when it
 -- commits (a deferred trigger), so that the lease starts at the commit.
+-- Each row is deleted at its own commit; the key keeps that delete one index probe
+-- however many dead rows vacuum has not yet removed.
 create unlogged table if not exists pgq.handoff_requests (
-    job_id bigint not null,
+    job_id bigint primary key,
     queue  text not null
 );
