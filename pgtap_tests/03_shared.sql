@@ -3,7 +3,7 @@
 -- _fail_jobs, _fail_lapsed). Their callers' files test them through the public calls.
 begin;
 \ir _fixtures.psql
-select plan(77);
+select plan(78);
 
 -- _lease_lost says why the caller no longer holds the job, always as PQ101.
 select throws_ok('select pgq._lease_lost(-1)', 'PQ101',
@@ -195,6 +195,7 @@ select is((select l.lease_duration from pgq._lease(array[(:'lease_ids'::bigint[]
     interval '9 seconds', '_lease takes the lease given over the queue''s');
 select is_empty($$select * from pgq._lease('{}', 'w-lease', null, now())$$,
     '_lease of no jobs leases nothing');
+select ok(pgq._handoffs_on(), '_handoffs_on: hand-overs are on while pgq.waiting_workers is small');
 
 
 -- Internal: no role may call any of them.

@@ -8,7 +8,7 @@ begin;
 \set live_key 1000001
 \set live_key2 1000002
 \set dead_key 1000003
-select plan(73);
+select plan(80);
 
 -- listen_for_handoffs: a fresh lock and channel for the session.
 select l.wake_key as key1, l.channel as chan1 from pgq.listen_for_handoffs() l \gset
@@ -230,6 +230,29 @@ set local role pgq_admin;
 select lives_ok($$select pgq.stop_waiting('w-role')$$, 'pgq_admin can call stop_waiting');
 select throws_ok(format('select pgq._hand_off(1, %L)', :'nq'), '42501', null, 'pgq_admin cannot call _hand_off');
 reset role;
+
+-- Hand-overs switch off while pgq.waiting_workers holds over 512 kB (dead row versions
+-- vacuum cannot remove yet): enqueues wake and workers stop waiting.
+select pgq_test.fresh_queue('bloat') as bq \gset
+select * from pgq.claim_and_wait('w-bloat', array[:'bq'], 1, null, :live_key, :'chan1', 3);
+select ok(pgq._handoffs_on(), 'hand-overs are on while the table is small');
+insert into pgq.waiting_workers (worker_id, queues, slots, wake_key, channel, since)
+select 'filler-' || i, array(select md5(i::text || j::text) from generate_series(1, 12) j),
+       1, :dead_key, :'chan1', now()
+  from generate_series(1, 2500) i;
+delete from pgq.waiting_workers where worker_id like 'filler-%';
+select ok(pg_relation_size('pgq.waiting_workers') > 524288, '(the table now takes over 512 kB)');
+select ok(not pgq._handoffs_on(), 'hand-overs are off while it does');
+select pgq.enqueue('bloated', '{}', :'bq') as bl \gset
+select is((select count(*)::integer from pgq.handoff_requests), 0,
+    'an enqueue asks for no hand-over while they are off');
+select is((select j.state from pgq.jobs j where j.id = :bl), 'available', 'its job waits to be claimed');
+select is((select count(*)::integer
+             from pgq.claim_and_wait('w-bloat', array[pgq_test.fresh_queue('none')], 1, null,
+                                     :live_key, :'chan1', 3)),
+    0, '(a claim of nothing)');
+select is((select count(*)::integer from pgq.waiting_workers w where w.worker_id = 'w-bloat'), 0,
+    'a worker that claims while they are off waits for nothing');
 
 select * from finish();
 rollback;

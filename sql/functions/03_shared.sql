@@ -275,3 +275,20 @@ end;
 $$;
 comment on function pgq._lease(bigint[], text, interval, timestamptz) is
     'Internal: start an attempt of each job listed, leased to worker_id from started_at; returns them in claim order.';
+
+-- Internal: whether hand-overs are on (see 25_handoff.sql). They are off while
+-- pgq.waiting_workers takes more than 512 kB: its live rows, one per waiting worker,
+-- take a few hundred bytes each, so more is dead row versions that vacuum cannot
+-- remove yet (a held xmin horizon, or no autovacuum), and every due one-row enqueue
+-- would read them. Jobs are then woken and claimed as without hand-overs, and workers
+-- stop waiting, until vacuum has cleaned and shrunk the table.
+create or replace function pgq._handoffs_on()
+returns boolean
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+begin
+    return pg_relation_size('pgq.waiting_workers') <= 524288;
+end;
+$$;
+comment on function pgq._handoffs_on() is
+    'Internal: whether hand-overs are on (pgq.waiting_workers is no larger than 512 kB).';

@@ -276,7 +276,7 @@ begin
     -- this transaction commits (see pgq._hand_off); otherwise the queue's workers are
     -- woken to claim it. A payload too large for a notification is always claimed.
     if enqueue.run_at is null or enqueue.run_at <= now() then
-        if v_unlimited and exists (select from pgq.waiting_workers)
+        if v_unlimited and pgq._handoffs_on() and exists (select from pgq.waiting_workers)
            and octet_length(enqueue.payload::text) <= 6000 then
             insert into pgq.handoff_requests (job_id, queue) values (v_id, enqueue.queue);
         else
