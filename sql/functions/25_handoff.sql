@@ -70,9 +70,12 @@ begin
     select * from pgq.claim(claim_and_wait.worker_id, claim_and_wait.queues,
                             claim_and_wait.batch, claim_and_wait.lease);
     get diagnostics v_claimed = row_count;
-    -- While hand-overs are off, the worker waits for none (and writes no row version).
-    v_slots := case when pgq._handoffs_on() then claim_and_wait.free_slots - v_claimed
-                    else 0 end;
+    v_slots := claim_and_wait.free_slots - v_claimed;
+    -- While hand-overs are off, the worker waits for none (and writes no row version);
+    -- a claim that filled its slots does not need to ask.
+    if v_slots > 0 and not pgq._handoffs_on() then
+        v_slots := 0;
+    end if;
 
     perform from pgq.waiting_workers w
       where w.worker_id = claim_and_wait.worker_id
