@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +197,45 @@ def test_a_job_no_waiting_worker_takes_still_wakes_the_listening_workers(queue: 
         assert state(queue, job_id) == "available"
         assert wakes_sent(watcher, 5) == ["default"]
         assert waiting_slots(queue.dsn, "w-other") == 1, "the other queue's worker still waits"
+
+
+def test_a_hand_over_notification_that_does_not_decode_is_logged_and_its_job_given_back(
+    queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A notification on the worker's channel that is not a handed job starts nothing:
+    the worker says so, names the payload, and goes on being handed jobs. The job it
+    stood for is leased to the worker, which holds no record of it: the stop gives it
+    back uncounted."""
+    caplog.set_level(logging.ERROR, logger="pgqueue_py.worker")
+    started: list[int] = []
+
+    def handle(ctx: JobContext, payload: Item) -> None:
+        started.append(ctx.job_id)
+
+    with running(queue, {item: handle}, worker_id="w-garbled", concurrency=2) as run:
+        wait_for(lambda: waiting_slots(queue.dsn, "w-garbled") == 2, 10, "the worker to wait")
+        channel = scalar(queue.dsn, "select channel from pgq.waiting_workers"
+                         " where worker_id = 'w-garbled'")  # fmt: skip
+        garbled = queue.add(item, {"n": 1}, delay=timedelta(hours=1))
+        with psycopg.connect(queue.dsn, autocommit=True) as producer:
+            # Leased to the worker as a hand-over would, but announced in a notification
+            # that lacks every field but the id.
+            producer.execute("update pgq.jobs set run_at = now() where id = %s", (garbled,))
+            producer.execute("select pgq.claim('w-garbled', array['default'], 1, '1 hour')")
+            producer.execute("select pg_notify(%s, %s)", (channel, f'{{"id": {garbled}}}'))
+        wait_for(lambda: "does not decode" in caplog.text, 10, "the worker to log the failure")
+        assert f'{{"id": {garbled}}}' in caplog.text, "the log quotes the payload"
+        assert "w-garbled" in caplog.text
+        handed = queue.add(item, {"n": 2})
+        wait_for(lambda: state(queue, handed) == "succeeded", 10,
+                 "a later hand-over to run")  # fmt: skip
+        assert started == [handed], "the garbled notification started a handler"
+        assert (state(queue, garbled), scalar(queue.dsn, "select worker_id from pgq.jobs"
+                                              " where id = %s", (garbled,))) \
+            == ("running", "w-garbled")  # fmt: skip
+        run.worker.stop()
+        run.join()
+    job = queue.job(garbled)
+    assert job is not None
+    assert (job.state, job.attempt) == ("available", 0), \
+        "the stop gives back, uncounted, the job the worker never started"
