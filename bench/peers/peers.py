@@ -9,9 +9,11 @@ Each round runs every contestant once, in that order, each in a process of its o
 against a fresh database (the contestant_*.py scripts: their docstrings and
 peer_common.py say what they measure), then the baselines: pgbench running
 ``pgq.claim`` + ``pgq.complete_many`` at batch 100, pgbench one-row insert commits
-(the floor of two commits is twice one commit's latency), and the wake-up floor: a
-one-row insert that sends a NOTIFY, timed until a listening psycopg connection has it,
-spaced as the idle samples are. Every cell reports the median
+(the floor of two commits is twice one commit's latency), and, sample by sample in
+turn, spaced as the idle samples are, the wake-up floor (a one-row insert that sends a
+NOTIFY, timed until a listening psycopg connection has it) and the hand-over floor
+(``pgq.enqueue``, timed until a connection waiting in ``pgq.claim_and_wait`` has the job
+handed over). Every cell reports the median
 over the rounds and their range. Writes results/peers.md (the table it prints),
 results/peers.json (every raw number) and two PNG plots.
 """
@@ -35,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from peer_common import LATENCY_SPACING, LATENCY_WARMUP
@@ -44,6 +46,9 @@ from peer_plots import plot_latency_cdf, plot_throughput
 from pgqueue_py.migrate import migrate
 from pgqueue_py.testing import create_database, drop_database, libpq_env, unique_name
 from pgqueue_py.testing.throwaway import DEFAULT_SETTINGS, ThrowawayPostgres
+
+if TYPE_CHECKING:
+    from typing_extensions import LiteralString
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -198,39 +203,63 @@ def commit_floor(pg: ThrowawayPostgres, seconds: int) -> dict[str, Any]:
             "spaced_commit_ms": spaced_ms, "spaced_floor_ms": 2 * spaced_ms}
 
 
-def wake_floor(pg: ThrowawayPostgres, samples: int) -> dict[str, Any]:
-    """One client's one-row insert commits, each sending a NOTIFY in the same statement,
-    and a second psycopg connection that LISTENs: the median time from before the insert
-    to the notification's arrival, spaced as the idle samples are. An idle worker that a
-    NOTIFY wakes cannot start a job sooner than this; one that claims then adds a round
-    trip and a second commit."""
-    arrived: queue.SimpleQueue[float] = queue.SimpleQueue()
+def wake_floors(pg: ThrowawayPostgres, samples: int) -> dict[str, Any]:
+    """Two floors of the idle latency, sample by sample in turn, spaced as the idle
+    samples are; each the median time from before the producer's statement to the
+    notification's arrival at one listening psycopg connection.
+
+    - The wake-up floor: a one-row insert commit that sends a NOTIFY in the same
+      statement. An idle worker that a NOTIFY wakes cannot start a job sooner; one that
+      claims then adds a round trip and a second commit.
+    - The hand-over floor: ``pgq.enqueue`` of a due job while that connection waits in
+      ``pgq.claim_and_wait``, until it has the job handed over, leased: the engine's
+      share of pgqueue's idle latency; the worker's share is the rest.
+    """
+    arrived: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
     with fresh_database(pg) as dsn, \
             psycopg.connect(dsn, autocommit=True) as listener, \
             psycopg.connect(dsn, autocommit=True) as producer:
+        migrate(dsn)
         producer.execute("create table wake_rows (id bigserial primary key, n int not null)")
         listener.execute("listen wake_floor")
+        wake_key, channel = listener.execute(
+            "select wake_key, channel from pgq.listen_for_handoffs()").fetchone() or (0, "")
+        listener.execute("select from pgq.claim_and_wait('bench-floor', array['floor'], 1,"
+                         " '1 hour', %s, %s, 10000)", (wake_key, channel))
 
         def listen() -> None:
             for note in listener.notifies():
-                arrived.put(time.perf_counter())
+                arrived.put((note.channel, time.perf_counter()))
                 if note.payload == "stop":
                     break
 
-        thread = threading.Thread(target=listen, name="wake-floor-listener", daemon=True)
-        thread.start()
-        took: list[float] = []
-        for i in range(LATENCY_WARMUP + samples):
+        def sample(statement: LiteralString, expect: str) -> float:
             sent = time.perf_counter()
-            producer.execute("with added as (insert into wake_rows (n) values (1))"
-                             " select pg_notify('wake_floor', 'job')")
-            received = arrived.get(timeout=10)
-            if i >= LATENCY_WARMUP:
-                took.append((received - sent) * 1000)
+            producer.execute(statement)
+            try:
+                channel_seen, received = arrived.get(timeout=10)
+            except queue.Empty:
+                raise RuntimeError(f"no notification on {expect} within 10 s") from None
+            if channel_seen != expect:
+                raise RuntimeError(f"a notification on {channel_seen} where {expect} was due")
             time.sleep(LATENCY_SPACING)
+            return (received - sent) * 1000
+
+        thread = threading.Thread(target=listen, name="floor-listener", daemon=True)
+        thread.start()
+        wake: list[float] = []
+        handoff: list[float] = []
+        for i in range(LATENCY_WARMUP + samples):
+            took_wake = sample("with added as (insert into wake_rows (n) values (1))"
+                               " select pg_notify('wake_floor', 'job')", "wake_floor")
+            took_handoff = sample("select pgq.enqueue('noop', '{}', 'floor')", channel)
+            if i >= LATENCY_WARMUP:
+                wake.append(took_wake)
+                handoff.append(took_handoff)
         producer.execute("select pg_notify('wake_floor', 'stop')")
         thread.join(10)
-    return {"wake_ms": statistics.median(took), "samples": len(took)}
+    return {"wake_ms": statistics.median(wake), "handoff_ms": statistics.median(handoff),
+            "samples": len(wake)}
 
 
 def spaced_commit_ms(logs: Path) -> float:
@@ -265,7 +294,7 @@ def baselines(pg: ThrowawayPostgres, plan: Plan) -> dict[str, Any]:
     except Exception as exc:
         out["floor"] = {"error": f"{type(exc).__name__}: {exc}"}
     try:
-        out["wake"] = wake_floor(pg, plan.latency_samples)
+        out["wake"] = wake_floors(pg, plan.latency_samples)
     except Exception as exc:
         out["wake"] = {"error": f"{type(exc).__name__}: {exc}"}
     return out
@@ -357,16 +386,20 @@ def summarise(rounds: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     return summary
 
 
-def baseline_cells(rounds: list[dict[str, Any]]) -> tuple[Cell, Cell, Cell, Cell]:
-    """pgbench claim + complete_many, the floor of two commits, the spaced floor and the
-    wake-up floor (absent from rounds run before it was measured)."""
+def baseline_cells(rounds: list[dict[str, Any]]) -> tuple[Cell, Cell, Cell, Cell, Cell]:
+    """pgbench claim + complete_many, the floor of two commits, the spaced floor, the
+    wake-up floor and the hand-over floor (each absent from rounds run before it was
+    measured)."""
     floors = [r["baselines"]["floor"] for r in rounds]
     return (cell([r["baselines"]["claim_complete"] for r in rounds], "jobs_per_s"),
             cell(floors, "floor_ms"),
             cell([f for f in floors if "error" in f or "spaced_floor_ms" in f],
                  "spaced_floor_ms"),
             cell([r["baselines"]["wake"] for r in rounds if "wake" in r["baselines"]],
-                 "wake_ms"))
+                 "wake_ms"),
+            cell([w for r in rounds if "wake" in r["baselines"]
+                  for w in [r["baselines"]["wake"]] if "error" in w or "handoff_ms" in w],
+                 "handoff_ms"))
 
 
 def ratio(a: float | None, b: float | None) -> str:
@@ -377,7 +410,7 @@ def ratio(a: float | None, b: float | None) -> str:
 
 def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
            server: str, names: list[str]) -> str:
-    claim_complete, floor, spaced_floor, wake = baseline_cells(rounds)
+    claim_complete, floor, spaced_floor, wake, handoff = baseline_cells(rounds)
     lines = [
         "# Peers benchmark",
         "",
@@ -429,6 +462,9 @@ def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
         f" median commit), ms | {spaced_floor.show('.2f')} |",
         "| wake-up floor: a one-row insert commit sending a NOTIFY, until a listening psycopg"
         f" connection has it, spaced the same, median, ms | {wake.show('.2f')} |",
+        "| hand-over floor: `pgq.enqueue` of a due job, until a psycopg connection waiting in"
+        " `pgq.claim_and_wait` has it handed over, sample by sample in turn with the wake-up"
+        f" floor, median, ms | {handoff.show('.2f')} |",
         f"| pgqueue idle p50 beside it, ms | {summary['pgqueue']['latency']['p50'].show('.1f')}"
         " |",
         "",
@@ -481,6 +517,13 @@ def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
         ("idle p50, pgqueue ÷ wake-up floor", ratio(med_lat(pgq, "p50"), wake.median), ""),
         ("idle p50, PgQueuer ÷ wake-up floor",
          ratio(med_lat("PgQueuer", "p50"), wake.median), ""),
+        ("idle p50, pgqueue ÷ hand-over floor", ratio(med_lat(pgq, "p50"), handoff.median),
+         ""),
+        ("hand-over floor ÷ wake-up floor", ratio(handoff.median, wake.median), ""),
+        ("hand-over floor ÷ PgQueuer idle p50",
+         ratio(handoff.median, med_lat("PgQueuer", "p50")), ""),
+        ("wake-up floor ÷ PgQueuer idle p50", ratio(wake.median, med_lat("PgQueuer", "p50")),
+         ""),
         (f"3 {X} floor of two commits ÷ wake-up floor",
          ratio(3 * floor.median if floor.median is not None else None, wake.median), ""),
     ]
