@@ -9,11 +9,11 @@ Each round runs every contestant once, in that order, each in a process of its o
 against a fresh database (the contestant_*.py scripts: their docstrings and
 peer_common.py say what they measure), then the baselines: pgbench running
 ``pgq.claim`` + ``pgq.complete_many`` at batch 100, pgbench one-row insert commits
-(the floor of two commits is twice one commit's latency), and, sample by sample in
-turn, spaced as the idle samples are, the wake-up floor (a one-row insert that sends a
+(the floor of two commits is twice one commit's latency), and, spaced as the idle
+samples are, the wake-up floor (a one-row insert that sends a
 NOTIFY, timed until a listening psycopg connection has it) and the hand-over floor
 (``pgq.enqueue``, timed until a connection waiting in ``pgq.claim_and_wait`` has the job
-handed over). Every cell reports the median
+handed over), each in a pass of its own. Every cell reports the median
 over the rounds and their range. Writes results/peers.md (the table it prints),
 results/peers.json (every raw number) and two PNG plots.
 """
@@ -204,9 +204,12 @@ def commit_floor(pg: ThrowawayPostgres, seconds: int) -> dict[str, Any]:
 
 
 def wake_floors(pg: ThrowawayPostgres, samples: int) -> dict[str, Any]:
-    """Two floors of the idle latency, sample by sample in turn, spaced as the idle
+    """Two floors of the idle latency, each in a pass of its own, spaced as the idle
     samples are; each the median time from before the producer's statement to the
-    notification's arrival at one listening psycopg connection.
+    notification's arrival at one listening psycopg connection. (Not sample by sample in
+    turn: a sample after another statement's, rather than after its own, finds the
+    server's and the client's caches colder, and takes longer, as a contestant's idle
+    samples do not.)
 
     - The wake-up floor: a one-row insert commit that sends a NOTIFY in the same
       statement. An idle worker that a NOTIFY wakes cannot start a job sooner; one that
@@ -247,15 +250,11 @@ def wake_floors(pg: ThrowawayPostgres, samples: int) -> dict[str, Any]:
 
         thread = threading.Thread(target=listen, name="floor-listener", daemon=True)
         thread.start()
-        wake: list[float] = []
-        handoff: list[float] = []
-        for i in range(LATENCY_WARMUP + samples):
-            took_wake = sample("with added as (insert into wake_rows (n) values (1))"
-                               " select pg_notify('wake_floor', 'job')", "wake_floor")
-            took_handoff = sample("select pgq.enqueue('noop', '{}', 'floor')", channel)
-            if i >= LATENCY_WARMUP:
-                wake.append(took_wake)
-                handoff.append(took_handoff)
+        wake = [sample("with added as (insert into wake_rows (n) values (1))"
+                       " select pg_notify('wake_floor', 'job')", "wake_floor")
+                for _ in range(LATENCY_WARMUP + samples)][LATENCY_WARMUP:]
+        handoff = [sample("select pgq.enqueue('noop', '{}', 'floor')", channel)
+                   for _ in range(LATENCY_WARMUP + samples)][LATENCY_WARMUP:]
         producer.execute("select pg_notify('wake_floor', 'stop')")
         thread.join(10)
     return {"wake_ms": statistics.median(wake), "handoff_ms": statistics.median(handoff),
@@ -463,8 +462,8 @@ def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
         "| wake-up floor: a one-row insert commit sending a NOTIFY, until a listening psycopg"
         f" connection has it, spaced the same, median, ms | {wake.show('.2f')} |",
         "| hand-over floor: `pgq.enqueue` of a due job, until a psycopg connection waiting in"
-        " `pgq.claim_and_wait` has it handed over, sample by sample in turn with the wake-up"
-        f" floor, median, ms | {handoff.show('.2f')} |",
+        " `pgq.claim_and_wait` has it handed over, spaced the same, median, ms |"
+        f" {handoff.show('.2f')} |",
         f"| pgqueue idle p50 beside it, ms | {summary['pgqueue']['latency']['p50'].show('.1f')}"
         " |",
         "",
