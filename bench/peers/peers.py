@@ -11,7 +11,7 @@ peer_common.py say what they measure), then the baselines: pgbench running
 ``pgq.claim`` + ``pgq.complete_many`` at batch 100, pgbench one-row insert commits
 (the floor of two commits is twice one commit's latency), and, spaced as the idle
 samples are, the wake-up floor (a one-row insert that sends a
-NOTIFY, timed until a listening psycopg connection has it) and the hand-over floor
+NOTIFY, timed until a listening psycopg connection has it) and, beside it, the hand-over
 (``pgq.enqueue``, timed until a connection waiting in ``pgq.claim_and_wait`` has the job
 handed over), each in a pass of its own. Every cell reports the median
 over the rounds and their range. Writes results/peers.md (the table it prints),
@@ -204,7 +204,7 @@ def commit_floor(pg: ThrowawayPostgres, seconds: int) -> dict[str, Any]:
 
 
 def wake_floors(pg: ThrowawayPostgres, samples: int) -> dict[str, Any]:
-    """Two floors of the idle latency, each in a pass of its own, spaced as the idle
+    """The wake-up floor and the hand-over beside it, each in a pass of its own, spaced as the idle
     samples are; each the median time from before the producer's statement to the
     notification's arrival at one listening psycopg connection. (Not sample by sample in
     turn: a sample after another statement's, rather than after its own, finds the
@@ -214,9 +214,10 @@ def wake_floors(pg: ThrowawayPostgres, samples: int) -> dict[str, Any]:
     - The wake-up floor: a one-row insert commit that sends a NOTIFY in the same
       statement. An idle worker that a NOTIFY wakes cannot start a job sooner; one that
       claims then adds a round trip and a second commit.
-    - The hand-over floor: ``pgq.enqueue`` of a due job while that connection waits in
-      ``pgq.claim_and_wait``, until it has the job handed over, leased: the engine's
-      share of pgqueue's idle latency; the worker's share is the rest.
+    - The hand-over: ``pgq.enqueue`` of a due job while that connection waits in
+      ``pgq.claim_and_wait``, until it has the job handed over, leased. Its ratio to the
+      wake-up floor is what the engine's hand-over adds to a bare NOTIFY; its absolute
+      figure is this listener's, not a worker's (a worker's idle p50 can be lower).
     """
     arrived: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
     with fresh_database(pg) as dsn, \
@@ -387,7 +388,7 @@ def summarise(rounds: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
 
 def baseline_cells(rounds: list[dict[str, Any]]) -> tuple[Cell, Cell, Cell, Cell, Cell]:
     """pgbench claim + complete_many, the floor of two commits, the spaced floor, the
-    wake-up floor and the hand-over floor (each absent from rounds run before it was
+    wake-up floor and the hand-over beside it (each absent from rounds run before it was
     measured)."""
     floors = [r["baselines"]["floor"] for r in rounds]
     return (cell([r["baselines"]["claim_complete"] for r in rounds], "jobs_per_s"),
@@ -461,8 +462,8 @@ def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
         f" median commit), ms | {spaced_floor.show('.2f')} |",
         "| wake-up floor: a one-row insert commit sending a NOTIFY, until a listening psycopg"
         f" connection has it, spaced the same, median, ms | {wake.show('.2f')} |",
-        "| hand-over floor: `pgq.enqueue` of a due job, until a psycopg connection waiting in"
-        " `pgq.claim_and_wait` has it handed over, spaced the same, median, ms |"
+        "| hand-over beside it: `pgq.enqueue` of a due job, until the same listener, waiting"
+        " in `pgq.claim_and_wait`, has it handed over, spaced the same, median, ms |"
         f" {handoff.show('.2f')} |",
         f"| pgqueue idle p50 beside it, ms | {summary['pgqueue']['latency']['p50'].show('.1f')}"
         " |",
@@ -516,11 +517,8 @@ def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
         ("idle p50, pgqueue ÷ wake-up floor", ratio(med_lat(pgq, "p50"), wake.median), ""),
         ("idle p50, PgQueuer ÷ wake-up floor",
          ratio(med_lat("PgQueuer", "p50"), wake.median), ""),
-        ("idle p50, pgqueue ÷ hand-over floor", ratio(med_lat(pgq, "p50"), handoff.median),
+        ("hand-over ÷ wake-up floor, the same listener", ratio(handoff.median, wake.median),
          ""),
-        ("hand-over floor ÷ wake-up floor", ratio(handoff.median, wake.median), ""),
-        ("hand-over floor ÷ PgQueuer idle p50",
-         ratio(handoff.median, med_lat("PgQueuer", "p50")), ""),
         ("wake-up floor ÷ PgQueuer idle p50", ratio(wake.median, med_lat("PgQueuer", "p50")),
          ""),
         (f"3 {X} floor of two commits ÷ wake-up floor",
