@@ -217,9 +217,10 @@ def test_a_hand_over_notification_that_does_not_decode_is_logged_and_its_job_giv
         channel = scalar(queue.dsn, "select channel from pgq.waiting_workers"
                          " where worker_id = 'w-garbled'")  # fmt: skip
         garbled = queue.add(item, {"n": 1}, delay=timedelta(hours=1))
-        with psycopg.connect(queue.dsn, autocommit=True) as producer:
+        with psycopg.connect(queue.dsn, autocommit=True) as producer, producer.transaction():
             # Leased to the worker as a hand-over would, but announced in a notification
-            # that lacks every field but the id.
+            # that lacks every field but the id. One transaction: the worker's own claims
+            # never see the job due and unleased.
             producer.execute("update pgq.jobs set run_at = now() where id = %s", (garbled,))
             producer.execute("select pgq.claim('w-garbled', array['default'], 1, '1 hour')")
             producer.execute("select pg_notify(%s, %s)", (channel, f'{{"id": {garbled}}}'))

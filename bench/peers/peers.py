@@ -10,12 +10,12 @@ against a fresh database (the contestant_*.py scripts: their docstrings and
 peer_common.py say what they measure), then the baselines: pgbench running
 ``pgq.claim`` + ``pgq.complete_many`` at batch 100, pgbench one-row insert commits
 (the floor of two commits is twice one commit's latency), and, spaced as the idle
-samples are, the wake-up floor (a one-row insert that sends a
-NOTIFY, timed until a listening psycopg connection has it) and, beside it, the hand-over
-(``pgq.enqueue``, timed until a connection waiting in ``pgq.claim_and_wait`` has the job
-handed over), each in a pass of its own. Every cell reports the median
-over the rounds and their range. Writes results/peers.md (the table it prints),
-results/peers.json (every raw number) and two PNG plots.
+samples are, each in a pass of its own, the wake-up floor (a one-row insert that sends a
+NOTIFY, timed until a listening psycopg connection has it) and the hand-over beside it
+(``pgq.enqueue``, timed until that connection, waiting in ``pgq.claim_and_wait``, has the
+job handed over). Every cell reports the median over the rounds and their range.
+Writes results/peers.md (the table it prints), results/peers.json (every raw number)
+and two PNG plots.
 """
 
 from __future__ import annotations
@@ -204,9 +204,9 @@ def commit_floor(pg: ThrowawayPostgres, seconds: int) -> dict[str, Any]:
 
 
 def wake_floors(pg: ThrowawayPostgres, samples: int) -> dict[str, Any]:
-    """The wake-up floor and the hand-over beside it, each in a pass of its own, spaced as the idle
-    samples are; each the median time from before the producer's statement to the
-    notification's arrival at one listening psycopg connection. (Not sample by sample in
+    """The wake-up floor and the hand-over beside it, each in a pass of its own, spaced
+    as the idle samples are; each the median time from before the producer's statement
+    to the notification's arrival at one listening psycopg connection. (Not sample by sample in
     turn: a sample after another statement's, rather than after its own, finds the
     server's and the client's caches colder, and takes longer, as a contestant's idle
     samples do not.)
@@ -391,15 +391,13 @@ def baseline_cells(rounds: list[dict[str, Any]]) -> tuple[Cell, Cell, Cell, Cell
     wake-up floor and the hand-over beside it (each absent from rounds run before it was
     measured)."""
     floors = [r["baselines"]["floor"] for r in rounds]
+    wakes = [r["baselines"]["wake"] for r in rounds if "wake" in r["baselines"]]
     return (cell([r["baselines"]["claim_complete"] for r in rounds], "jobs_per_s"),
             cell(floors, "floor_ms"),
             cell([f for f in floors if "error" in f or "spaced_floor_ms" in f],
                  "spaced_floor_ms"),
-            cell([r["baselines"]["wake"] for r in rounds if "wake" in r["baselines"]],
-                 "wake_ms"),
-            cell([w for r in rounds if "wake" in r["baselines"]
-                  for w in [r["baselines"]["wake"]] if "error" in w or "handoff_ms" in w],
-                 "handoff_ms"))
+            cell(wakes, "wake_ms"),
+            cell([w for w in wakes if "error" in w or "handoff_ms" in w], "handoff_ms"))
 
 
 def ratio(a: float | None, b: float | None) -> str:
