@@ -130,7 +130,7 @@ def latency(args: Args, queue: Queue, kind: str) -> dict[str, Any]:
 def main() -> int:
     extra = argparse.ArgumentParser(add_help=False)
     extra.add_argument("--handlers", choices=["sync", "async"], default="sync")
-    extra.add_argument("--sweep", default="32,100,256")
+    extra.add_argument("--sweep", default="32,100,256,512,1024")
     known, rest = extra.parse_known_args()
     sys.argv = [sys.argv[0], *rest]
     args = parse_args(__doc__.split("\n\n")[0])

@@ -42,7 +42,7 @@ ENTRYPOINT = "noop"
 
 # (batch_size, max_concurrent_tasks) beside the defaults run (batch 10, no cap on
 # concurrent tasks); the cap must be at least twice the batch.
-SWEEP: list[tuple[int, int | None]] = [(100, None), (100, 200)]
+SWEEP: list[tuple[int, int | None]] = [(100, None), (100, 200), (500, None), (1000, None)]
 
 
 async def enqueue_backlog(queries: Queries, jobs: int) -> None:

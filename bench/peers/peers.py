@@ -11,11 +11,11 @@ peer_common.py say what they measure), then the baselines: pgbench running
 ``pgq.claim`` + ``pgq.complete_many`` at batch 100, pgbench one-row insert commits
 (the floor of two commits is twice one commit's latency), and, spaced as the idle
 samples are, each in a pass of its own, the wake-up floor (a one-row insert that sends a
-NOTIFY, timed until a listening psycopg connection has it) and the hand-over beside it
+NOTIFY, timed until a listening psycopg connection has it), the hand-over beside it
 (``pgq.enqueue``, timed until that connection, waiting in ``pgq.claim_and_wait``, has the
-job handed over). Every cell reports the median over the rounds and their range.
-Writes results/peers.md (the table it prints), results/peers.json (every raw number)
-and two PNG plots.
+job handed over) and the same hand-over enqueued by ``Queue.add``. Every cell reports
+the median over the rounds and their range. Writes results/peers.md (the table it
+prints), results/peers.json (every raw number) and two PNG plots.
 """
 
 from __future__ import annotations
@@ -32,28 +32,34 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypedDict
 
 import psycopg
 from peer_common import LATENCY_SPACING, LATENCY_WARMUP
 from peer_plots import plot_latency_cdf, plot_throughput
 
+from pgqueue_py import JobType, Queue
 from pgqueue_py.migrate import migrate
 from pgqueue_py.testing import create_database, drop_database, libpq_env, unique_name
 from pgqueue_py.testing.throwaway import DEFAULT_SETTINGS, ThrowawayPostgres
-
-if TYPE_CHECKING:
-    from typing_extensions import LiteralString
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 PGBENCH_DIR = REPO / "bench" / "pgbench"
 RESULTS = HERE / "results"
+
+
+class NoPayload(TypedDict):
+    pass
+
+
+FLOOR_JOB = JobType("noop", NoPayload, queue="floor")
+"""The job the ``Queue.add`` floor enqueues: the hand-over floor's job, through the client."""
 
 SERVER_SETTINGS = {
     **DEFAULT_SETTINGS,
@@ -204,12 +210,12 @@ def commit_floor(pg: ThrowawayPostgres, seconds: int) -> dict[str, Any]:
 
 
 def wake_floors(pg: ThrowawayPostgres, samples: int) -> dict[str, Any]:
-    """The wake-up floor and the hand-over beside it, each in a pass of its own, spaced
-    as the idle samples are; each the median time from before the producer's statement
-    to the notification's arrival at one listening psycopg connection. (Not sample by sample in
-    turn: a sample after another statement's, rather than after its own, finds the
-    server's and the client's caches colder, and takes longer, as a contestant's idle
-    samples do not.)
+    """The wake-up floor, and the hand-over and ``Queue.add`` beside it, each in a pass of
+    its own, spaced as the idle samples are; each the median time from before the
+    producer's call to the notification's arrival at one listening psycopg connection.
+    (Not sample by sample in turn: a sample after another statement's, rather than after
+    its own, finds the server's and the client's caches colder, and takes longer, as a
+    contestant's idle samples do not.)
 
     - The wake-up floor: a one-row insert commit that sends a NOTIFY in the same
       statement. An idle worker that a NOTIFY wakes cannot start a job sooner; one that
@@ -218,6 +224,9 @@ def wake_floors(pg: ThrowawayPostgres, samples: int) -> dict[str, Any]:
       ``pgq.claim_and_wait``, until it has the job handed over, leased. Its ratio to the
       wake-up floor is what the engine's hand-over adds to a bare NOTIFY; its absolute
       figure is this listener's, not a worker's (a worker's idle p50 can be lower).
+    - ``Queue.add``: the same hand-over, enqueued through the Python client (its pool,
+      parameters and decoding) instead of a bare statement; its ratio to the hand-over is
+      the client's share of a producer's call.
     """
     arrived: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
     with fresh_database(pg) as dsn, \
@@ -237,9 +246,9 @@ def wake_floors(pg: ThrowawayPostgres, samples: int) -> dict[str, Any]:
                 if note.payload == "stop":
                     break
 
-        def sample(statement: LiteralString, expect: str) -> float:
+        def sample(enqueue: Callable[[], object], expect: str) -> float:
             sent = time.perf_counter()
-            producer.execute(statement)
+            enqueue()
             try:
                 channel_seen, received = arrived.get(timeout=10)
             except queue.Empty:
@@ -251,15 +260,25 @@ def wake_floors(pg: ThrowawayPostgres, samples: int) -> dict[str, Any]:
 
         thread = threading.Thread(target=listen, name="floor-listener", daemon=True)
         thread.start()
-        wake = [sample("with added as (insert into wake_rows (n) values (1))"
-                       " select pg_notify('wake_floor', 'job')", "wake_floor")
-                for _ in range(LATENCY_WARMUP + samples)][LATENCY_WARMUP:]
-        handoff = [sample("select pgq.enqueue('noop', '{}', 'floor')", channel)
-                   for _ in range(LATENCY_WARMUP + samples)][LATENCY_WARMUP:]
+        def insert_and_notify() -> object:
+            return producer.execute("with added as (insert into wake_rows (n) values (1))"
+                                    " select pg_notify('wake_floor', 'job')")
+
+        def enqueue_by_sql() -> object:
+            return producer.execute("select pgq.enqueue('noop', '{}', 'floor')")
+
+        def passes(enqueue: Callable[[], object], expect: str) -> list[float]:
+            return [sample(enqueue, expect)
+                    for _ in range(LATENCY_WARMUP + samples)][LATENCY_WARMUP:]
+
+        wake = passes(insert_and_notify, "wake_floor")
+        handoff = passes(enqueue_by_sql, channel)
+        with Queue(dsn) as client:
+            added = passes(lambda: client.add(FLOOR_JOB, {}), channel)
         producer.execute("select pg_notify('wake_floor', 'stop')")
         thread.join(10)
     return {"wake_ms": statistics.median(wake), "handoff_ms": statistics.median(handoff),
-            "samples": len(wake)}
+            "add_ms": statistics.median(added), "samples": len(wake)}
 
 
 def spaced_commit_ms(logs: Path) -> float:
@@ -386,10 +405,10 @@ def summarise(rounds: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     return summary
 
 
-def baseline_cells(rounds: list[dict[str, Any]]) -> tuple[Cell, Cell, Cell, Cell, Cell]:
+def baseline_cells(rounds: list[dict[str, Any]]) -> tuple[Cell, Cell, Cell, Cell, Cell, Cell]:
     """pgbench claim + complete_many, the floor of two commits, the spaced floor, the
-    wake-up floor and the hand-over beside it (each absent from rounds run before it was
-    measured)."""
+    wake-up floor, and the hand-over and ``Queue.add`` beside it (each absent from rounds
+    run before it was measured)."""
     floors = [r["baselines"]["floor"] for r in rounds]
     wakes = [r["baselines"]["wake"] for r in rounds if "wake" in r["baselines"]]
     return (cell([r["baselines"]["claim_complete"] for r in rounds], "jobs_per_s"),
@@ -397,7 +416,8 @@ def baseline_cells(rounds: list[dict[str, Any]]) -> tuple[Cell, Cell, Cell, Cell
             cell([f for f in floors if "error" in f or "spaced_floor_ms" in f],
                  "spaced_floor_ms"),
             cell(wakes, "wake_ms"),
-            cell([w for w in wakes if "error" in w or "handoff_ms" in w], "handoff_ms"))
+            cell([w for w in wakes if "error" in w or "handoff_ms" in w], "handoff_ms"),
+            cell([w for w in wakes if "error" in w or "add_ms" in w], "add_ms"))
 
 
 def ratio(a: float | None, b: float | None) -> str:
@@ -408,7 +428,7 @@ def ratio(a: float | None, b: float | None) -> str:
 
 def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
            server: str, names: list[str]) -> str:
-    claim_complete, floor, spaced_floor, wake, handoff = baseline_cells(rounds)
+    claim_complete, floor, spaced_floor, wake, handoff, added = baseline_cells(rounds)
     lines = [
         "# Peers benchmark",
         "",
@@ -463,6 +483,8 @@ def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
         "| hand-over beside it: `pgq.enqueue` of a due job, until the same listener, waiting"
         " in `pgq.claim_and_wait`, has it handed over, spaced the same, median, ms |"
         f" {handoff.show('.2f')} |",
+        "| `Queue.add` beside it: the same hand-over, enqueued through the Python client,"
+        f" spaced the same, median, ms | {added.show('.2f')} |",
         f"| pgqueue idle p50 beside it, ms | {summary['pgqueue']['latency']['p50'].show('.1f')}"
         " |",
         "",
@@ -485,12 +507,16 @@ def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
         ("drain at best setting, pgqueue ÷ PgQueuer", ratio(med_drain(pgq, "best"),
                                                            med_drain("PgQueuer", "best")),
          f"≥ 1.5{X}"),
+        ("drain at best setting, pgqueue async ÷ PgQueuer",
+         ratio(med_drain("pgqueue async", "best"), med_drain("PgQueuer", "best")), f"≥ 1.5{X}"),
         ("drain at defaults, pgqueue ÷ Procrastinate",
          ratio(med_drain(pgq, "defaults"), med_drain("Procrastinate", "defaults")), ""),
         ("drain at best setting, pgqueue ÷ Procrastinate",
          ratio(med_drain(pgq, "best"), med_drain("Procrastinate", "best")), ""),
         ("drain, pgqueue best ÷ pgbench claim + complete_many",
          ratio(med_drain(pgq, "best"), claim_complete.median), f"≥ 0.50{X}"),
+        ("drain, pgqueue async best ÷ pgbench claim + complete_many",
+         ratio(med_drain("pgqueue async", "best"), claim_complete.median), f"≥ 0.50{X}"),
         ("drain at defaults, async ÷ sync handlers",
          ratio(med_drain("pgqueue async", "defaults"), med_drain(pgq, "defaults")), f"≥ 1{X}"),
         ("drain at best setting, async ÷ sync handlers",
@@ -516,6 +542,10 @@ def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
         ("idle p50, PgQueuer ÷ wake-up floor",
          ratio(med_lat("PgQueuer", "p50"), wake.median), ""),
         ("hand-over ÷ wake-up floor, the same listener", ratio(handoff.median, wake.median),
+         ""),
+        ("`Queue.add` ÷ `pgq.enqueue`, the same hand-over", ratio(added.median, handoff.median),
+         ""),
+        ("idle p50, pgqueue ÷ `Queue.add`'s hand-over", ratio(med_lat(pgq, "p50"), added.median),
          ""),
         ("wake-up floor ÷ PgQueuer idle p50", ratio(wake.median, med_lat("PgQueuer", "p50")),
          ""),
