@@ -267,14 +267,17 @@ def wake_floors(pg: ThrowawayPostgres, samples: int) -> dict[str, Any]:
         def enqueue_by_sql() -> object:
             return producer.execute("select pgq.enqueue('noop', '{}', 'floor')")
 
-        def passes(enqueue: Callable[[], object], expect: str) -> list[float]:
-            return [sample(enqueue, expect)
-                    for _ in range(LATENCY_WARMUP + samples)][LATENCY_WARMUP:]
+        def passes(name: str, enqueue: Callable[[], object], expect: str) -> list[float]:
+            try:
+                return [sample(enqueue, expect)
+                        for _ in range(LATENCY_WARMUP + samples)][LATENCY_WARMUP:]
+            except RuntimeError as exc:
+                raise RuntimeError(f"{name}: {exc}") from None
 
-        wake = passes(insert_and_notify, "wake_floor")
-        handoff = passes(enqueue_by_sql, channel)
+        wake = passes("wake-up floor", insert_and_notify, "wake_floor")
+        handoff = passes("hand-over", enqueue_by_sql, channel)
         with Queue(dsn) as client:
-            added = passes(lambda: client.add(FLOOR_JOB, {}), channel)
+            added = passes("Queue.add hand-over", lambda: client.add(FLOOR_JOB, {}), channel)
         producer.execute("select pg_notify('wake_floor', 'stop')")
         thread.join(10)
     return {"wake_ms": statistics.median(wake), "handoff_ms": statistics.median(handoff),
