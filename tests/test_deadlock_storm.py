@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from pgqueue_py.testing import PgServer
+
 if TYPE_CHECKING:
     from typing_extensions import LiteralString
 
@@ -234,7 +236,30 @@ OP_WEIGHTS = {
 }
 
 
-def test_sixteen_connections_mixing_every_multi_row_call_never_deadlock(dsn: str) -> None:
+def server_log_size(server: PgServer) -> int:
+    log = server.throwaway.log_file if server.throwaway is not None else None
+    return log.stat().st_size if log is not None and log.is_file() else 0
+
+
+def server_log_deadlocks(server: PgServer, since: int) -> str:
+    """The server log's reports of deadlocks written after byte `since`, which name every
+    party's statement (the client's error names only the waiting one's); empty when the
+    log is not ours to read."""
+    if server.throwaway is None or not server.throwaway.log_file.is_file():
+        return ""
+    with server.throwaway.log_file.open("rb") as log:
+        log.seek(since)
+        lines = log.read().decode(errors="replace").splitlines()
+    reports: list[str] = []
+    for n, line in enumerate(lines):
+        if "deadlock detected" in line:
+            reports.extend(lines[n:n + 12])
+    return "\n".join(reports[-60:])
+
+
+def test_sixteen_connections_mixing_every_multi_row_call_never_deadlock(
+    dsn: str, pg_server: PgServer
+) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(CONFIGURE_SQL)
         conn.execute(SEED_SQL, (500, 500))
@@ -244,6 +269,7 @@ def test_sixteen_connections_mixing_every_multi_row_call_never_deadlock(dsn: str
             for name in ("storm-a", "storm-b"):
                 conn.execute(SCHEDULE_SQL, (name,))
 
+    log_start = server_log_size(pg_server)
     storm = Storm(dsn, has_tick)
     storm.deadline = time.monotonic() + STORM_SECONDS
     threads = [threading.Thread(target=storm.run_thread, args=(n,)) for n in range(CONNECTIONS)]
@@ -266,7 +292,8 @@ def test_sixteen_connections_mixing_every_multi_row_call_never_deadlock(dsn: str
     deadlocks = {k: v for k, v in storm.errors.items() if k[1] == "40P01"}
     assert not deadlocks, (
         f"deadlocks (40P01) by call: {deadlocks}; the first of each:\n"
-        + "\n\n".join(storm.first_error[k] for k in deadlocks))
+        + "\n\n".join(storm.first_error[k] for k in deadlocks)
+        + "\n\nThe server's log:\n" + server_log_deadlocks(pg_server, log_start))
     unexpected = {k: v for k, v in storm.errors.items() if k not in EXPECTED_ERRORS}
     assert not unexpected, (
         f"unexpected errors by (call, SQLSTATE): {unexpected}; the first of each:\n"
