@@ -4,7 +4,7 @@
 -- function over thousands of random pairs.
 begin;
 \ir _fixtures.psql
-select plan(107);
+select plan(109);
 
 -- Every schedule and job row: equal before and after a refused call.
 create function pgq_test.schedules_digest()
@@ -36,6 +36,8 @@ insert into next_times values
     ('*/15 * * * *', 'UTC', '2026-01-01 00:07:30+00', '2026-01-01 00:15:00+00', 'a step over the whole field'),
     ('1-30/5 * * * *', 'UTC', '2026-01-01 00:27:00+00', '2026-01-01 01:01:00+00', 'a step over a range'),
     ('5/20 * * * *', 'UTC', '2026-01-01 00:46:00+00', '2026-01-01 01:05:00+00', 'n/s runs from n to the field''s end'),
+    ('5-5/20 * * * *', 'UTC', '2026-01-01 00:06:00+00', '2026-01-01 01:05:00+00', 'a-a/s is a alone, not a to the end'),
+    ('5-5/1 * * * *', 'UTC', '2026-01-01 00:05:00+00', '2026-01-01 01:05:00+00', 'a-a/1 is a alone too'),
     ('0 9 * * mon-fri', 'UTC', '2026-12-04 10:00:00+00', '2026-12-07 09:00:00+00', 'a range of day names skips the weekend'),
     ('0 0 1 jan *', 'UTC', '2026-06-01 00:00:00+00', '2027-01-01 00:00:00+00', 'a month name'),
     ('0 12 13 * 5', 'UTC', '2026-02-01 00:00:00+00', '2026-02-06 12:00:00+00', 'both day fields restricted: either matches'),

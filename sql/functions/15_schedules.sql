@@ -8,7 +8,7 @@
 -- Cron: five fields, minute (0-59) hour (0-23) day-of-month (1-31) month (1-12 or
 -- jan-dec) day-of-week (0-7 or sun-sat, 0 and 7 are Sunday); each field a list of
 -- terms, a term `*`, `n`, `a-b`, `*/s`, `a-b/s` or `n/s` (n to the field's end in
--- steps of s). Names and shorthands are case-insensitive. Shorthands: @yearly and
+-- steps of s; `a-a/s` is a alone). Names and shorthands are case-insensitive. Shorthands: @yearly and
 -- @annually (0 0 1 1 *), @monthly (0 0 1 * *), @weekly (0 0 * * 0), @daily and
 -- @midnight (0 0 * * *), @hourly (0 * * * *). When day-of-month and day-of-week
 -- both are restricted (neither starts with `*`), a day matches if either matches;
@@ -71,13 +71,14 @@ begin
         else
             v_ok := false;
         end if;
-        -- A step takes every s-th value of the base; one value n means n to the end.
+        -- A step takes every s-th value of the base; one value n means n to the end
+        -- (a range a-a stays the one value a, as in Debian cron).
         v_by := 1;
         if v_ok and v_step is not null then
             v_ok := v_step ~ '^[0-9]{1,9}$' and v_step::integer > 0;
             if v_ok then
                 v_by := v_step::integer;
-                if v_from = v_to then
+                if cardinality(v_bounds) = 1 and v_bounds <> array['*'] then
                     v_to := _cron_field.hi;
                 end if;
             end if;
