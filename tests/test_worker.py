@@ -130,6 +130,31 @@ def test_handler_error_is_retried_with_backoff_and_its_traceback_kept(queue: Que
     assert row["run_at"] > error.failed_at
 
 
+def test_plain_handler_raising_system_exit_fails_its_attempt_and_the_worker_goes_on(
+    queue: Queue,
+) -> None:
+    # On a handler thread SystemExit ends nothing but that call: it is the attempt's
+    # failure, kept like any other, not the worker's end.
+    queue.configure_queue("default", backoff_base=timedelta(milliseconds=100))
+
+    def handle(ctx: JobContext, payload: Item) -> None:
+        if ctx.attempt == 1:
+            raise SystemExit(f"exit {payload['n']}")
+
+    job_id = queue.add(item, {"n": 3})
+    later = queue.add(item, {"n": 4})
+    with running(queue, {item: handle}, concurrency=1) as run:
+        wait_for_state(queue, [job_id, later], "succeeded")
+        assert run.thread.is_alive()
+
+    [first] = queue.job_errors(job_id)
+    assert first.attempt == 1
+    assert first.error.startswith("SystemExit: exit 3")
+    assert "Traceback (most recent call last)" in first.error
+    [second] = queue.job_errors(later)
+    assert second.error.startswith("SystemExit: exit 4")
+
+
 def test_job_that_always_fails_is_dead_after_max_retries_plus_one_attempts(
     queue: Queue,
 ) -> None:
@@ -163,6 +188,19 @@ def test_unknown_job_name_is_dead_at_once_with_the_known_names(queue: Queue) -> 
     assert error.attempt == 1
     assert "unknown job name 'mystery'" in error.error
     assert "item, order" in error.error
+
+
+def test_a_large_claim_of_jobs_that_fail_before_their_handler_starts_all_end_dead(
+    queue: Queue,
+) -> None:
+    # Jobs that fail before a handler starts free their slot at once; thousands claimed
+    # together must not make the dispatch call itself once per job.
+    mystery = JobType("mystery", Item)
+    ids = queue.add_many(mystery, [{"n": n} for n in range(3000)])
+
+    with running(queue, {item: lambda ctx, p: None}, concurrency=4, prefetch=3000) as run:
+        wait_for_state(queue, ids, "dead", timeout=60)
+        assert run.thread.is_alive()
 
 
 def test_payload_that_does_not_decode_is_dead_at_once(queue: Queue) -> None:

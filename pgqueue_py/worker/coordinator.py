@@ -10,9 +10,9 @@ it. The life of a claimed job, top to bottom in this file:
    with ``pgq.claim_and_wait`` instead, which also records the slots the claim left
    free: a one-row enqueue then hands its job over at commit, and ``_listen_loop``
    receives it already leased, in a notification (no claim between enqueue and start);
-2. ``_dispatch`` starts an ``_run_attempt`` task per job while a slot is free: plain
-   handlers run on a thread pool of ``concurrency`` threads, ``async def`` ones on the
-   loop;
+2. ``_dispatch`` starts a handler per job while a slot is free: plain handlers run on a
+   thread pool of ``concurrency`` threads and report back to the loop, ``async def``
+   ones in a task each on the loop;
 3. ``_Outcomes`` records what the handler did: successes batched into one
    ``pgq.complete_many``, failures with ``pgq.fail``, resent after a lost connection;
 4. ``_heartbeat_loop`` extends every lease this worker holds (buffered, running or
@@ -60,6 +60,8 @@ from pgqueue_py.worker.retry import Backoff, Retrier, one_line
 log = logging.getLogger("pgqueue_py.worker")
 
 T = TypeVar("T")
+_Returned = Callable[[bool, object], None]
+"""A plain handler's report: ok and its return value, or not ok and its exception."""
 
 _FLUSH_MAX = 1000
 """Most jobs recorded by one ``pgq.complete_many`` call."""
@@ -153,6 +155,7 @@ class Worker:
         self._held: dict[int, Attempt] = {}
         """Every attempt this worker holds a lease for: buffered, running or recording."""
         self._buffer: deque[Attempt] = deque()
+        self._handler_tasks: set[asyncio.Task[None]] = set()
         self._running: set[Attempt] = set()
         """Attempts whose handler runs and counts against concurrency (a sync handler past
         its timeout keeps its thread, so it keeps its slot until it returns)."""
@@ -263,7 +266,8 @@ class Worker:
     async def _run_tasks(self, db: AsyncQueue) -> None:
         loop = asyncio.get_running_loop()
         needs_threads = any(not is_async for _, _, is_async in self._handlers.values())
-        self._threads = _HandlerThreads(self.concurrency if needs_threads else 0, loop)
+        self._threads = _HandlerThreads(self.concurrency if needs_threads else 0, loop,
+                                        lambda exc: self._died("handler results", exc))
         self._effects = Effects(db, loop, self._retrier, self._lose)
         self._outcomes = _Outcomes(self, db)
         services: dict[str, Callable[[], Awaitable[None]]] = {
@@ -294,11 +298,14 @@ class Worker:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            log.critical("worker %s: task %s died, stopping: %r", self.worker_id, name, exc,
-                         exc_info=exc)  # fmt: skip
-            if self._fatal is None:
-                self._fatal = (name, exc)
-            self._request_stop(now=True)
+            self._died(name, exc)
+
+    def _died(self, name: str, exc: BaseException) -> None:
+        log.critical("worker %s: task %s died, stopping: %r", self.worker_id, name, exc,
+                     exc_info=exc)  # fmt: skip
+        if self._fatal is None:
+            self._fatal = (name, exc)
+        self._request_stop(now=True)
 
     def _request_stop(self, now: bool) -> None:
         if now:
@@ -489,111 +496,147 @@ class Worker:
         if self._stopping.is_set():
             return
         buffer, running = self._buffer, self._running
-        start = asyncio.get_running_loop().create_task
         while buffer and len(running) < self.concurrency:
             attempt = buffer.popleft()
             attempt.stage = Stage.RUNNING
             running.add(attempt)
-            start(self._run_attempt(attempt))
+            self._start(attempt)
 
-    async def _run_attempt(self, attempt: Attempt) -> None:
-        is_async = False
+    def _start(self, attempt: Attempt) -> None:
+        """Start an attempt's handler: an ``async def`` one in a task of its own, a plain
+        one on a handler thread, which reports back to a callback on the loop (no task:
+        for a short job, a task costs the loop a sizeable part of the job's work)."""
         started = time.monotonic()
         if self._observer is not None:
             self._observer.job_started(attempt.job)
+        entry = self._handlers.get(attempt.job.job_name)
+        if entry is None:
+            known = ", ".join(sorted(self._handlers))
+            error = (f"unknown job name {attempt.job.job_name!r}: worker {self.worker_id} "
+                     f"handles {known}")  # fmt: skip
+            self._outcomes.fail(attempt, error, retry=False)
+            self._handler_done(attempt, started, dispatch=False)
+            return
+        job_type, handler, is_async = entry
         try:
-            entry = self._handlers.get(attempt.job.job_name)
-            if entry is None:
-                known = ", ".join(sorted(self._handlers))
-                error = (f"unknown job name {attempt.job.job_name!r}: worker {self.worker_id} "
-                         f"handles {known}")  # fmt: skip
-                self._outcomes.fail(attempt, error, retry=False)
-                return
-            job_type, handler, is_async = entry
-            try:
-                payload = job_type.decode(attempt.job.payload)
-            except Exception as exc:
-                expected = job_type.payload_type.__name__
-                self._outcomes.fail(attempt, f"the payload does not decode as {expected}: {exc!r}",
-                                    retry=False)  # fmt: skip
-                return
-            context = JobContext(attempt, self._effects)
-            timeout = job_type.timeout.total_seconds() if job_type.timeout else None
-            try:
-                result = await self._call_handler(attempt, handler, is_async, context, payload,
-                                                  timeout)  # fmt: skip
-            except asyncio.TimeoutError:
-                log.warning("job %s (%s) attempt %s timed out after %ss", attempt.job_id,
-                            attempt.job.job_name, attempt.job.attempt, f"{timeout:g}",
-                            extra=attempt.extra())  # fmt: skip
-                self._outcomes.fail(attempt, f"timed out after {timeout:g}s", retry=True)
-            except Exception as exc:
-                if attempt.lost or attempt.cancelled:
-                    return  # the engine moved on; nothing more is recorded
-                summary = f"{type(exc).__name__}: {exc}"
-                log.warning("job %s (%s) attempt %s failed: %s", attempt.job_id,
-                            attempt.job.job_name, attempt.job.attempt, summary,
-                            extra=attempt.extra())  # fmt: skip
-                tb = "".join(traceback.format_exception(exc))
-                # Retrying cannot settle an unknown run-once outcome: the job goes to the
-                # dead letter at once, for an operator to check and resolve.
-                retry = not isinstance(exc, OutcomeUnknown)
-                self._outcomes.fail(attempt, f"{summary}\n\n{tb}", retry=retry)
-            else:
-                if result is not None:
-                    try:
-                        json.dumps(result)
-                    except (TypeError, ValueError) as exc:
-                        self._outcomes.fail(attempt, "the handler's return value is not "
-                                            f"JSON-serialisable, so it cannot be the job's "
-                                            f"result: {exc}", retry=True)  # fmt: skip
-                        return
-                self._outcomes.succeed(attempt, result)
-        finally:
-            finished = time.monotonic()
-            attempt.handler_seconds = finished - started
-            self._finishes.append(finished)
-            if is_async or not attempt.timed_out:
-                self._leave_slot(attempt)
+            payload = job_type.decode(attempt.job.payload)
+        except Exception as exc:
+            expected = job_type.payload_type.__name__
+            self._outcomes.fail(attempt, f"the payload does not decode as {expected}: {exc!r}",
+                                retry=False)  # fmt: skip
+            self._handler_done(attempt, started, dispatch=False)
+            return
+        context = JobContext(attempt, self._effects)
+        timeout = job_type.timeout.total_seconds() if job_type.timeout else None
+        loop = asyncio.get_running_loop()
+        if is_async:
+            task = loop.create_task(self._run_async(attempt, handler, context, payload,
+                                                    timeout, started))  # fmt: skip
+            # The loop keeps only a weak reference to a task.
+            self._handler_tasks.add(task)
+            task.add_done_callback(self._handler_tasks.discard)
+            return
+        timer = (loop.call_later(timeout, self._thread_timed_out, attempt, timeout, started)
+                 if timeout is not None else None)  # fmt: skip
 
-    async def _call_handler(
+        def returned(ok: bool, value: object) -> None:
+            if timer is not None:
+                timer.cancel()
+            if attempt.timed_out:
+                # Failed at its timeout already: whatever it returned is ignored, and
+                # only now does its thread, and so its slot, come free.
+                self._leave_slot(attempt)
+                return
+            self._record(attempt, ok, value, timeout)
+            self._handler_done(attempt, started)
+
+        self._threads.submit(lambda: handler(context, payload), returned)
+
+    async def _run_async(
         self,
         attempt: Attempt,
         handler: Handler[Any],
-        is_async: bool,
         context: JobContext,
         payload: object,
         timeout: float | None,
-    ) -> object:
-        if is_async:
+        started: float,
+    ) -> None:
+        try:
             coro = handler(context, payload)
             if timeout is None:
-                return await coro  # type: ignore[misc]  # an async handler's coroutine
-            try:
-                return await asyncio.wait_for(coro, timeout)  # type: ignore[arg-type]  # as above
-            except asyncio.TimeoutError:
-                attempt.timed_out = True
-                raise
-        future = self._threads.submit(lambda: handler(context, payload))
-        if timeout is None:
-            return await future
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+                result = await coro  # type: ignore[misc]  # an async handler's coroutine
+            else:
+                result = await asyncio.wait_for(coro, timeout)  # type: ignore[arg-type]  # as above
         except asyncio.TimeoutError:
-            # The thread cannot be stopped: it keeps its slot until it returns, and
-            # whatever it returns is ignored.
             attempt.timed_out = True
-            future.add_done_callback(lambda _: self._leave_slot(attempt))
-            raise
+            self._fail_timed_out(attempt, timeout)
+        except Exception as exc:
+            self._record(attempt, False, exc, timeout)
+        else:
+            self._record(attempt, True, result, timeout)
+        finally:
+            self._handler_done(attempt, started)
 
-    def _leave_slot(self, attempt: Attempt) -> None:
+    def _thread_timed_out(self, attempt: Attempt, timeout: float, started: float) -> None:
+        """A plain handler outlived its timeout. The thread cannot be stopped: it keeps
+        its slot until it returns, and whatever it returns is ignored."""
+        attempt.timed_out = True
+        self._fail_timed_out(attempt, timeout)
+        finished = time.monotonic()
+        attempt.handler_seconds = finished - started
+        self._finishes.append(finished)
+
+    def _fail_timed_out(self, attempt: Attempt, timeout: float | None) -> None:
+        log.warning("job %s (%s) attempt %s timed out after %ss", attempt.job_id,
+                    attempt.job.job_name, attempt.job.attempt, f"{timeout:g}",
+                    extra=attempt.extra())  # fmt: skip
+        self._outcomes.fail(attempt, f"timed out after {timeout:g}s", retry=True)
+
+    def _record(self, attempt: Attempt, ok: bool, value: object, timeout: float | None) -> None:
+        """What the handler did: its return value (ok) or the exception it raised."""
+        if not ok:
+            exc = value
+            assert isinstance(exc, BaseException)
+            if attempt.lost or attempt.cancelled:
+                return  # the engine moved on; nothing more is recorded
+            summary = f"{type(exc).__name__}: {exc}"
+            log.warning("job %s (%s) attempt %s failed: %s", attempt.job_id,
+                        attempt.job.job_name, attempt.job.attempt, summary,
+                        extra=attempt.extra())  # fmt: skip
+            tb = "".join(traceback.format_exception(exc))
+            # Retrying cannot settle an unknown run-once outcome: the job goes to the
+            # dead letter at once, for an operator to check and resolve.
+            retry = not isinstance(exc, OutcomeUnknown)
+            self._outcomes.fail(attempt, f"{summary}\n\n{tb}", retry=retry)
+            return
+        if value is not None:
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError) as exc:
+                self._outcomes.fail(attempt, "the handler's return value is not "
+                                    f"JSON-serialisable, so it cannot be the job's "
+                                    f"result: {exc}", retry=True)  # fmt: skip
+                return
+        self._outcomes.succeed(attempt, value)
+
+    def _handler_done(self, attempt: Attempt, started: float, *, dispatch: bool = True) -> None:
+        """The handler returned (or never started): time it and free its slot (an async
+        handler past its timeout was cancelled, so its slot is free too). ``dispatch``
+        False: called from inside ``_dispatch``, which goes on by itself."""
+        finished = time.monotonic()
+        attempt.handler_seconds = finished - started
+        self._finishes.append(finished)
+        self._leave_slot(attempt, dispatch=dispatch)
+
+    def _leave_slot(self, attempt: Attempt, *, dispatch: bool = True) -> None:
         self._running.discard(attempt)
         self._room.set()
         if attempt.handed:
             # Its hand-over used up a slot the worker waited with: claim again to wait
             # with it once more (or to find a job that was not handed over).
             self._wake.set()
-        self._dispatch()
+        if dispatch:
+            self._dispatch()
 
     async def _drain(self) -> None:
         """Let running handlers finish, until ``shutdown_timeout`` or a stop at once."""
@@ -908,14 +951,18 @@ class _Outcomes:
 class _HandlerThreads:
     """The thread pool of plain handlers. Daemon threads, so a handler stuck past the
     shutdown cannot keep the process alive; results come back to the loop in bunches:
-    one wake-up carries every result that finished meanwhile."""
+    one wake-up carries every result that finished meanwhile, each to the callback it
+    was submitted with."""
 
-    def __init__(self, count: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, count: int, loop: asyncio.AbstractEventLoop,
+                 died: Callable[[BaseException], None]) -> None:  # fmt: skip
         self._loop = loop
-        self._inbox: SimpleQueue[tuple[Callable[[], object], asyncio.Future[object]] | None]
+        self._died = died
+        """Called when taking a result in fails: a bug, which stops the worker."""
+        self._inbox: SimpleQueue[tuple[Callable[[], object], _Returned] | None]
         self._inbox = SimpleQueue()
         self._lock = threading.Lock()
-        self._finished: list[tuple[asyncio.Future[object], bool, object]] = []
+        self._finished: list[tuple[_Returned, bool, object]] = []
         """Results on their way to the loop; guarded by the lock, the only shared state."""
         self._threads = [
             threading.Thread(target=self._main, name=f"pgq-handler-{n}", daemon=True)
@@ -924,10 +971,10 @@ class _HandlerThreads:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, fn: Callable[[], object]) -> asyncio.Future[object]:
-        future: asyncio.Future[object] = self._loop.create_future()
-        self._inbox.put((fn, future))
-        return future
+    def submit(self, fn: Callable[[], object], returned: _Returned) -> None:
+        """Run fn on a thread; ``returned(ok, value)`` is called on the loop with its
+        return value (ok) or the exception it raised."""
+        self._inbox.put((fn, returned))
 
     def close(self) -> None:
         for _ in self._threads:
@@ -935,11 +982,11 @@ class _HandlerThreads:
 
     def _main(self) -> None:
         while (item := self._inbox.get()) is not None:
-            fn, future = item
+            fn, returned = item
             try:
-                outcome: tuple[asyncio.Future[object], bool, object] = (future, True, fn())
+                outcome: tuple[_Returned, bool, object] = (returned, True, fn())
             except BaseException as exc:
-                outcome = (future, False, exc)
+                outcome = (returned, False, exc)
             with self._lock:
                 self._finished.append(outcome)
                 first = len(self._finished) == 1
@@ -952,10 +999,8 @@ class _HandlerThreads:
     def _deliver(self) -> None:
         with self._lock:
             finished, self._finished = self._finished, []
-        for future, ok, value in finished:
-            if future.done():
-                continue
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)  # type: ignore[arg-type]  # caught above as one
+        for returned, ok, value in finished:
+            try:
+                returned(ok, value)
+            except BaseException as exc:
+                self._died(exc)
