@@ -12,6 +12,17 @@ expected and counted. Every error is tallied by call and SQLSTATE and the tally 
 seconds is ample: with the jobs of ``complete_many`` or ``heartbeat_many`` locked in no
 set order, or keyed ``enqueue_many`` inserting in input order, five seconds already
 showed several deadlocks, and twenty showed dozens.
+
+One kind of deadlock is PostgreSQL's, not the engine's, and is allowed: one with a claim
+among its parties. A claim locks only with SKIP LOCKED, but PostgreSQL does not honour
+SKIP LOCKED when the row version a claim read was updated by a transaction that commits
+just as the claim locks it: the claim then waits for whoever locked the newest version
+("while locking updated version of tuple"), while holding the rows it picked before.
+With a ``complete_many`` that holds that newest version and wants a row the claim
+picked, that is a cycle; the server breaks it by failing one call with 40P01 after
+``deadlock_timeout``, and the worker retries that call. This storm shows it about once in
+twenty runs. Which calls a deadlock involved is in the server's log, so the test reads
+it; a deadlock it cannot read about (a server the harness did not start) fails.
 """
 
 from __future__ import annotations
@@ -241,20 +252,37 @@ def server_log_size(server: PgServer) -> int:
     return log.stat().st_size if log is not None and log.is_file() else 0
 
 
-def server_log_deadlocks(server: PgServer, since: int) -> str:
-    """The server log's reports of deadlocks written after byte `since`, which name every
-    party's statement (the client's error names only the waiting one's); empty when the
-    log is not ours to read."""
+def server_log_deadlocks(server: PgServer, since: int) -> list[str] | None:
+    """The server log's reports of deadlocks written after byte `since`: each the error
+    line with its DETAIL (which names every party's statement; the client's error names
+    only the waiting one's), HINT, CONTEXT and STATEMENT lines. None when the log is not
+    ours to read."""
     if server.throwaway is None or not server.throwaway.log_file.is_file():
-        return ""
+        return None
     with server.throwaway.log_file.open("rb") as log:
         log.seek(since)
         lines = log.read().decode(errors="replace").splitlines()
     reports: list[str] = []
-    for n, line in enumerate(lines):
-        if "deadlock detected" in line:
-            reports.extend(lines[n:n + 12])
-    return "\n".join(reports[-60:])
+    report: list[str] | None = None
+    for line in lines:
+        if "ERROR:  deadlock detected" in line:
+            report = [line]
+            reports.append("")
+        elif report is not None and (line.startswith("\t") or any(
+                f"{kind}:  " in line for kind in ("DETAIL", "HINT", "CONTEXT", "STATEMENT"))):
+            report.append(line)
+        else:
+            report = None
+            continue
+        reports[-1] = "\n".join(report)
+    return reports
+
+
+def claim_among_parties(report: str) -> bool:
+    """Whether a claim is one of a deadlock's parties (see the module's docstring): the
+    DETAIL names each party's statement on a line ``Process N: <statement>``."""
+    return any(line.strip().startswith("Process ") and "pgq.claim(" in line
+               for line in report.splitlines())  # fmt: skip
 
 
 def test_sixteen_connections_mixing_every_multi_row_call_never_deadlock(
@@ -290,11 +318,18 @@ def test_sixteen_connections_mixing_every_multi_row_call_never_deadlock(
 
     assert not storm.crashed, f"a storm thread crashed: {storm.crashed[0]!r}"
     deadlocks = {k: v for k, v in storm.errors.items() if k[1] == "40P01"}
-    assert not deadlocks, (
-        f"deadlocks (40P01) by call: {deadlocks}; the first of each:\n"
-        + "\n\n".join(storm.first_error[k] for k in deadlocks)
-        + "\n\nThe server's log:\n" + server_log_deadlocks(pg_server, log_start))
-    unexpected = {k: v for k, v in storm.errors.items() if k not in EXPECTED_ERRORS}
+    if deadlocks:
+        reports = server_log_deadlocks(pg_server, log_start)
+        shown = "\n".join(reports) if reports is not None else "(not ours to read)"
+        allowed = (reports is not None and len(reports) == sum(deadlocks.values())
+                   and all(claim_among_parties(r) for r in reports))  # fmt: skip
+        print(f"deadlocks with a claim among their parties (allowed):\n{shown}")
+        assert allowed, (
+            f"deadlocks (40P01) by call: {deadlocks}; the first of each:\n"
+            + "\n\n".join(storm.first_error[k] for k in deadlocks)
+            + "\n\nThe server's log:\n" + shown)
+    unexpected = {k: v for k, v in storm.errors.items()
+                  if k not in EXPECTED_ERRORS and k[1] != "40P01"}  # fmt: skip
     assert not unexpected, (
         f"unexpected errors by (call, SQLSTATE): {unexpected}; the first of each:\n"
         + "\n\n".join(storm.first_error[k] for k in unexpected))

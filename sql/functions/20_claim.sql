@@ -1,5 +1,12 @@
 -- Claim: a worker takes up to `batch` runnable jobs and a lease on each. Every
 -- later call for a job must present the lease token returned here.
+--
+-- Claims lock jobs only with SKIP LOCKED, and so never wait for another call, with one
+-- exception that is PostgreSQL's: when the row version a claim read is updated by a
+-- transaction that commits just as the claim locks it, PostgreSQL follows the update
+-- and waits for the newest version's locker, SKIP LOCKED or not. If that locker (a
+-- late complete_many, say) waits for a job the claim already picked, the server fails
+-- one of them with 40P01 after deadlock_timeout; both calls are safe to retry.
 
 -- Internal: a running job whose lease expired is a failed attempt; its worker
 -- died or hung. It is retried with backoff or dead-lettered like any failure, so
