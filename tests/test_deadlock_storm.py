@@ -47,6 +47,8 @@ CONNECTIONS = 16
 KEY_SPACE = 200
 KEYS_PER_BATCH = 20
 SEED = 20261201
+ALLOWED_CLAIM_DEADLOCKS = 4
+"""Deadlocks with a claim among their parties allowed in one storm (see above)."""
 
 # Refusals a correct engine gives in this mix, by call. Anything else is a failure.
 EXPECTED_ERRORS = {
@@ -321,7 +323,9 @@ def test_sixteen_connections_mixing_every_multi_row_call_never_deadlock(
     if deadlocks:
         reports = server_log_deadlocks(pg_server, log_start)
         shown = "\n".join(reports) if reports is not None else "(not ours to read)"
+        # A handful at most: PostgreSQL's race is rare, so more means claims wait often.
         allowed = (reports is not None and len(reports) == sum(deadlocks.values())
+                   and len(reports) <= ALLOWED_CLAIM_DEADLOCKS
                    and all(claim_among_parties(r) for r in reports))  # fmt: skip
         print(f"deadlocks with a claim among their parties (allowed):\n{shown}")
         assert allowed, (
