@@ -327,7 +327,7 @@ def test_sixteen_connections_mixing_every_multi_row_call_never_deadlock(
         allowed = (reports is not None and len(reports) == sum(deadlocks.values())
                    and len(reports) <= ALLOWED_CLAIM_DEADLOCKS
                    and all(claim_among_parties(r) for r in reports))  # fmt: skip
-        print(f"deadlocks with a claim among their parties (allowed):\n{shown}")
+        print(f"deadlocks in the server's log (allowed: {allowed}):\n{shown}")
         assert allowed, (
             f"deadlocks (40P01) by call: {deadlocks}; the first of each:\n"
             + "\n\n".join(storm.first_error[k] for k in deadlocks)
