@@ -3,7 +3,7 @@
 -- _fail_jobs, _fail_lapsed). Their callers' files test them through the public calls.
 begin;
 \ir _fixtures.psql
-select plan(78);
+select plan(80);
 
 -- _lease_lost says why the caller no longer holds the job, always as PQ101.
 select throws_ok('select pgq._lease_lost(-1)', 'PQ101',
@@ -167,6 +167,19 @@ select ok(j.state = 'dead' and j.finished_at = now() and j.lease_token = :'lapse
   from pgq_test.job(:lapse2_id) j;
 select is((select count(*) from pgq.attempt_errors e where e.job_id = :lapse2_id and e.attempt = 1),
     2::bigint, '_fail_lapsed logs each late error as another row for the same attempt');
+-- It reads the jobs by primary key, from a cached generic plan too: the available jobs
+-- of every queue cost it no index scan.
+select job_id as lapse3_id from pgq_test.running_job('mail', 2, :'q') \gset
+select count(*) from pgq._fail_jobs(job_ids => array[:lapse3_id]::bigint[], errors => array['gone'],
+                                    retry => true, clear_lease_token => true);
+set local plan_cache_mode = force_generic_plan;
+select pg_stat_get_xact_numscans('pgq.jobs_claim_idx'::regclass) as claim_scans \gset
+select is((select f.state from pgq._fail_lapsed(job_ids => array[:lapse3_id]::bigint[],
+                                                 errors => array['late, stop'], retry => false) f),
+    'dead', '(_fail_lapsed from generic plans dead-letters the job as well)');
+select is(pg_stat_get_xact_numscans('pgq.jobs_claim_idx'::regclass), :claim_scans::bigint,
+    '_fail_lapsed does not scan jobs_claim_idx, whatever the plan');
+reset plan_cache_mode;
 
 -- _lease: the one place an attempt starts, for claims and hand-overs.
 select pgq_test.fresh_queue('lease') as lq \gset

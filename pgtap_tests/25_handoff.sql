@@ -8,7 +8,7 @@ begin;
 \set live_key 1000001
 \set live_key2 1000002
 \set dead_key 1000003
-select plan(80);
+select plan(82);
 
 -- listen_for_handoffs: a fresh lock and channel for the session.
 select l.wake_key as key1, l.channel as chan1 from pgq.listen_for_handoffs() l \gset
@@ -208,6 +208,24 @@ set constraints pgq.handoff_requests_at_commit immediate;
 select is((select j.state from pgq.jobs j where j.id = :e1), 'available',
     'a job of a queue no worker waits for stays available');
 set constraints pgq.handoff_requests_at_commit deferred;
+
+-- The hand-over reads its job by primary key, from a cached generic plan too: available
+-- jobs in any queue (here a backlog no worker waits for) cost it no index scan.
+select pgq_test.fresh_queue('backlog') as blq \gset
+select pgq_test.fresh_queue('generic') as gq \gset
+select pgq.enqueue_many(array(select 'backlog' from generate_series(1, 300)),
+                        queues => array(select :'blq' from generate_series(1, 300)));
+set local plan_cache_mode = force_generic_plan;
+select * from pgq.claim_and_wait('w-generic', array[:'gq'], 1, null, :live_key, :'chan1', 5);
+select pg_stat_get_xact_numscans('pgq.jobs_claim_idx'::regclass) as claim_scans \gset
+select pgq.enqueue('generic', '{}', :'gq') as g1 \gset
+set constraints pgq.handoff_requests_at_commit immediate;
+select is((select j.state from pgq.jobs j where j.id = :g1), 'running',
+    '(the job is handed over from generic plans)');
+select is(pg_stat_get_xact_numscans('pgq.jobs_claim_idx'::regclass), :claim_scans::bigint,
+    'a hand-over does not scan jobs_claim_idx, whatever the plan');
+set constraints pgq.handoff_requests_at_commit deferred;
+reset plan_cache_mode;
 
 -- Who may call: workers and admins wait; producers do not; nobody calls the internals.
 select pgq_test.fresh_queue('role') as rq \gset

@@ -204,11 +204,12 @@ declare
     v_states text[];
     v_killed bigint[];
 begin
-    select array_agg(j.id) into v_killed
+    -- The state is tested outside the WHERE clause: there, a cached generic plan may take
+    -- jobs_claim_idx and scan every available job.
+    select array_agg(j.id) filter (where j.state = 'available' and not _fail_lapsed.retry)
+      into v_killed
       from pgq.jobs j
-     where j.id = any (_fail_lapsed.job_ids)
-       and j.state = 'available'
-       and not _fail_lapsed.retry;
+     where j.id = any (_fail_lapsed.job_ids);
     with failed as (
         update pgq.jobs as j
            set state = case when j.id = any (v_killed) then 'dead' else j.state end,

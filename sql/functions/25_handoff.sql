@@ -152,24 +152,28 @@ returns boolean
 language plpgsql security definer set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_worker  pgq.waiting_workers;
-    v_job     record;
-    v_started timestamptz := clock_timestamp();
+    v_worker    pgq.waiting_workers;
+    v_job       record;
+    v_startable boolean;
+    v_started   timestamptz := clock_timestamp();
 begin
     -- The job as this transaction leaves it: still available and due, its queue
     -- unpaused and without a flow limit (limits are kept by claims alone), and small
     -- enough that its notification stays within NOTIFY's 8000 bytes (the fields not
-    -- counted here take fewer than 500).
-    perform from pgq.jobs j
-       join pgq.queues q on q.queue = j.queue
-      where j.id = _hand_off.job_id
-        and j.state = 'available'
-        and j.run_at <= v_started
-        and not q.paused
-        and q.concurrency = 0 and q.rate_limit = 0 and q.key_concurrency = 0
-        and octet_length(json_build_object('job_name', j.job_name, 'queue', j.queue,
-                                           'payload', j.payload)::text) <= 7500;
-    if not found then
+    -- counted here take fewer than 500). The conditions are read from the row, not put
+    -- in the WHERE clause: there, a cached generic plan may take jobs_claim_idx, whose
+    -- columns end in id, and scan every available job of every queue.
+    select j.state = 'available'
+           and j.run_at <= v_started
+           and not q.paused
+           and q.concurrency = 0 and q.rate_limit = 0 and q.key_concurrency = 0
+           and octet_length(json_build_object('job_name', j.job_name, 'queue', j.queue,
+                                              'payload', j.payload)::text) <= 7500
+      into v_startable
+      from pgq.jobs j
+      join pgq.queues q on q.queue = j.queue
+     where j.id = _hand_off.job_id;
+    if v_startable is not true then
         return false;
     end if;
     for v_worker in
