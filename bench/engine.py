@@ -13,6 +13,11 @@ Then the cost of flow control: claim + complete_many at batch 100 with no limit,
 ``concurrency`` of 1,000 and with ``key_concurrency`` 1 over 10,000 distinct keys, in rounds
 that interleave the scenarios (medians printed). ``--baseline REF`` adds the same no-limit
 drain on the engine of a git ref (its ``sql/`` directory, e.g. ``main``), side by side.
+
+Last, plans made on a small table: a worker's session claims and completes on a nearly
+empty pgq.jobs, so that PL/pgSQL caches its plans, then 200k jobs arrive with no ANALYZE
+(autovacuum off for the table); that session drains a share of them beside a fresh one.
+``--plans-only`` runs only this; with ``--baseline REF`` that engine runs it too.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,6 +226,59 @@ def print_flow(results: list[tuple[FlowScenario, list[float]]], clients: int,
               f"  {vs_before}  {rounds_text}")
 
 
+STALE_BACKLOG = 200_000
+STALE_BATCHES = 30
+
+
+def drain_batches(conn: psycopg.Connection[tuple[object, ...]], batches: int) -> float:
+    """Seconds for ``batches`` worker cycles of claim 100 + complete_many on ``conn``."""
+    started = time.perf_counter()
+    for _ in range(batches):
+        claim = "select id, lease_token from pgq.claim('bench-w', '{bench}', 100)"
+        rows = conn.execute(claim).fetchall()
+        conn.execute("select count(*) from pgq.complete_many(%s, %s)",
+                     ([r[0] for r in rows], [r[1] for r in rows]))
+    return time.perf_counter() - started
+
+
+def run_stale_plans(server_dsn: str, sql_path: Path | None) -> tuple[float, float]:
+    """Jobs/s of claim + complete_many at batch 100 (one connection) from a session that
+    planned on a nearly empty pgq.jobs, and from a fresh session, after a backlog came."""
+    with fresh_database(server_dsn, sql_path) as dsn, \
+            psycopg.connect(dsn, autocommit=True) as planned_small:
+        planned_small.execute("alter table pgq.jobs set (autovacuum_enabled = off)")
+        for _ in range(12):  # past PL/pgSQL's five custom plans: generic ones are kept
+            planned_small.execute("select pgq.enqueue_many(array['a', 'b'], "
+                                  "queues => array['bench', 'bench'])")
+            drain_batches(planned_small, 1)
+        planned_small.execute(
+            "select pgq.enqueue_many(array_fill('bench_job'::text, array[%(n)s]), null,"
+            " array_fill('bench'::text, array[%(n)s]))", {"n": STALE_BACKLOG})
+        with psycopg.connect(dsn, autocommit=True) as fresh:
+            stale_s = drain_batches(planned_small, STALE_BATCHES)
+            fresh_s = drain_batches(fresh, STALE_BATCHES)
+    jobs = STALE_BATCHES * 100
+    return jobs / stale_s, jobs / fresh_s
+
+
+def run_stale_plans_on(server_dsn: str, ref: str | None,
+                       baseline: Path | None) -> list[tuple[str, tuple[float, float]]]:
+    results = [("this engine", run_stale_plans(server_dsn, None))]
+    if baseline is not None:
+        results.append((f"{ref} (baseline)", run_stale_plans(server_dsn, baseline)))
+    return results
+
+
+def print_stale_plans(results: list[tuple[str, tuple[float, float]]]) -> None:
+    width = max(len(name) for name, _ in results)
+    print(f"\nPlans made on a small table: claim 100 + complete_many, one connection, after"
+          f" {STALE_BACKLOG:,} jobs arrive unanalyzed")
+    print(f"{'engine':<{width}}  {'planned small, jobs/s':>21}  {'fresh session, jobs/s':>21}"
+          f"  {'ratio':>6}")
+    for name, (stale, fresh) in results:
+        print(f"{name:<{width}}  {stale:>21,.0f}  {fresh:>21,.0f}  {stale / fresh:>6.2f}")
+
+
 def explain_claim(server_dsn: str) -> str:
     """The plans inside ``pgq.claim(batch => 100)`` on 100k finished and 100k available
     jobs, as auto_explain logs them (nested statements included)."""
@@ -249,10 +308,15 @@ def main() -> int:
     parser.add_argument("--flow-rounds", type=int, default=3)
     parser.add_argument("--flow-transactions", type=int, default=300,
                         help="pgbench transactions per client in each flow scenario")
+    parser.add_argument("--plans-only", action="store_true",
+                        help="run only the plans-made-on-a-small-table figures")
     parser.add_argument("--baseline", metavar="GIT_REF",
                         help="also drain on the engine of this git ref (e.g. main)")
     args = parser.parse_args()
     with server(args.dsn) as server_dsn, baseline_sql(args.baseline) as baseline:
+        if args.plans_only:
+            print_stale_plans(run_stale_plans_on(server_dsn, args.baseline, baseline))
+            return 0
         flow = run_flow(server_dsn, args.clients, args.flow_transactions, args.flow_rounds,
                         baseline)
         print_flow(flow, args.clients, args.flow_rounds)
@@ -267,6 +331,7 @@ def main() -> int:
         if not args.no_explain:
             print("\nclaim on 100k finished + 100k available jobs:")
             print(explain_claim(server_dsn))
+        print_stale_plans(run_stale_plans_on(server_dsn, args.baseline, baseline))
     return 0
 
 

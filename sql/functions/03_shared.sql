@@ -10,7 +10,8 @@
 -- the job finished or is gone. Called only on the refusal path.
 create or replace function pgq._lease_lost(job_id bigint)
 returns void
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_job pgq.jobs;
@@ -39,7 +40,8 @@ comment on function pgq._lease_lost(bigint) is
 -- folds identical ones within a transaction.
 create or replace function pgq._wake(queues text[])
 returns void
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 begin
     perform pg_notify('pgq_jobs', w.queue)
@@ -53,7 +55,8 @@ comment on function pgq._wake(text[]) is
 -- means the queue's lease). Long jobs keep a lease by heartbeats, not by a long lease.
 create or replace function pgq._check_lease(lease interval)
 returns void
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 begin
     if _check_lease.lease not between interval '1 second' and interval '1 day' then
@@ -70,7 +73,8 @@ comment on function pgq._check_lease(interval) is
 -- NULL or of different lengths, or a job listed twice (its outcome would be ambiguous).
 create or replace function pgq._check_job_batch(job_ids bigint[], lease_tokens uuid[])
 returns void
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_twice bigint;
@@ -101,7 +105,8 @@ comment on function pgq._check_job_batch(bigint[], uuid[]) is
 -- within NOTIFY's 8000-byte payload (an id has at most 19 digits).
 create or replace function pgq._notify_finished(job_ids bigint[])
 returns void
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 begin
     perform pg_notify('pgq_finished',
@@ -118,7 +123,8 @@ comment on function pgq._notify_finished(bigint[]) is
 create or replace function pgq._backoff(attempt integer, backoff_base interval,
                                         backoff_max interval)
 returns interval
-language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_exponent integer := least(greatest(_backoff.attempt, 1) - 1, 60);
@@ -148,7 +154,8 @@ comment on function pgq._backoff(integer, interval, interval) is
 create or replace function pgq._fail_jobs(job_ids bigint[], errors text[], retry boolean,
                                           clear_lease_token boolean)
 returns table (job_id bigint, state text)
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_ids    bigint[];
@@ -197,7 +204,8 @@ comment on function pgq._fail_jobs(bigint[], text[], boolean, boolean) is
 -- the job's again, so a resend is recognised as recorded.
 create or replace function pgq._fail_lapsed(job_ids bigint[], errors text[], retry boolean)
 returns table (job_id bigint, state text)
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_ids    bigint[];
@@ -244,7 +252,8 @@ returns table (id bigint, job_name text, queue text, payload jsonb, attempt inte
                max_retries integer, lease_token uuid, lease_expires_at timestamptz,
                priority integer, run_at timestamptz, created_at timestamptz,
                lease_duration interval)
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 begin
     return query
@@ -285,7 +294,8 @@ comment on function pgq._lease(bigint[], text, interval, timestamptz) is
 -- stop waiting, until vacuum has cleaned and shrunk the table.
 create or replace function pgq._handoffs_on()
 returns boolean
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 begin
     return pg_relation_size('pgq.waiting_workers') <= 524288;

@@ -14,7 +14,8 @@ create or replace function pgq.configure_queue(queue text, max_retries integer d
                                                rate_period interval default null,
                                                key_concurrency integer default null)
 returns void
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_current pgq.queues;
@@ -93,7 +94,8 @@ comment on function pgq.configure_queue(text, integer, interval, interval, inter
 -- Internal: set a known queue's paused flag, or refuse an unknown queue.
 create or replace function pgq._set_paused(queue text, paused boolean)
 returns void
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 begin
     if _set_paused.queue is null then
@@ -119,7 +121,8 @@ comment on function pgq._set_paused(text, boolean) is
 -- Stop claims from a queue; running jobs go on, enqueue still works.
 create or replace function pgq.pause(queue text)
 returns void
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 begin
     perform pgq._set_paused(pause.queue, true);
@@ -131,7 +134,8 @@ comment on function pgq.pause(text) is
 -- Let workers claim from a paused queue again, and wake them.
 create or replace function pgq.resume(queue text)
 returns void
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 begin
     perform pgq._set_paused(resume.queue, false);

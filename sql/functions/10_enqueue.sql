@@ -4,7 +4,8 @@
 -- Internal: refuse job `ord` of `total` with `message`: PQ001, nothing enqueued.
 create or replace function pgq._reject_job(ord bigint, total integer, message text)
 returns boolean
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 begin
     raise exception using errcode = 'PQ001',
@@ -23,7 +24,8 @@ comment on function pgq._reject_job(bigint, integer, text) is
 -- checked (PQ001 for the first bad one in input order, not the table's check constraint).
 create or replace function pgq._add_queues(queues text[])
 returns void
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 begin
     if exists (select from (select distinct coalesce(i.queue, 'default') as queue
@@ -51,7 +53,8 @@ comment on function pgq._add_queues(text[]) is
 create or replace function pgq._check_jobs(job_names text[], payloads jsonb[], max_retries integer[],
                                            idempotency_keys text[], concurrency_keys text[])
 returns void
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_ord     bigint;
@@ -105,7 +108,8 @@ create or replace function pgq.enqueue_many(job_names text[], payloads jsonb[] d
                                             idempotency_keys text[] default null,
                                             concurrency_keys text[] default null)
 returns bigint[]
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_count integer := cardinality(enqueue_many.job_names);
@@ -214,7 +218,8 @@ create or replace function pgq.enqueue(job_name text, payload jsonb default '{}'
                                        idempotency_key text default null,
                                        concurrency_key text default null)
 returns bigint
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_queue_max_retries integer;

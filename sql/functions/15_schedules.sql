@@ -28,7 +28,8 @@
 create or replace function pgq._cron_field(cron text, field text, spec text, lo integer,
                                            hi integer, names text[] default null)
 returns integer[]
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_term   text;
@@ -115,7 +116,8 @@ create or replace function pgq._cron_parse(cron text, out minutes integer[], out
                                            out days integer[], out months integer[],
                                            out weekdays integer[], out day_and boolean,
                                            out wall_clock boolean)
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_expr   text;
@@ -183,7 +185,8 @@ create or replace function pgq._cron_next_wall(minutes integer[], hours integer[
                                                months integer[], weekdays integer[],
                                                day_and boolean, after timestamp)
 returns timestamp
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_start  timestamp := date_trunc('minute', _cron_next_wall.after) + interval '1 minute';
@@ -237,7 +240,8 @@ comment on function pgq._cron_next_wall(integer[], integer[], integer[], integer
 -- `timezone` is `wall`; NULL when the wall time does not exist (a DST gap).
 create or replace function pgq._cron_instant(wall timestamp, timezone text, after timestamptz)
 returns timestamptz
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_guess timestamptz := _cron_instant.wall at time zone _cron_instant.timezone;
@@ -262,7 +266,8 @@ comment on function pgq._cron_instant(timestamp, text, timestamptz) is
 -- `after`; pgq._schedule_next steps past it.
 create or replace function pgq._cron_next(cron text, timezone text, after timestamptz)
 returns timestamptz
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_cron   record;
@@ -340,7 +345,8 @@ comment on function pgq._cron_next(text, text, timestamptz) is
 -- Internal: the next slot strictly after `after`; NULL if there is none in 50 years.
 create or replace function pgq._schedule_next(cron text, timezone text, after timestamptz)
 returns timestamptz
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_at timestamptz := _schedule_next.after;
@@ -361,7 +367,8 @@ comment on function pgq._schedule_next(text, text, timestamptz) is
 create or replace function pgq._schedule_latest(cron text, timezone text, due timestamptz,
                                                 until timestamptz)
 returns timestamptz
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_window interval := interval '1 minute';
@@ -417,7 +424,8 @@ comment on function pgq._schedule_latest(text, text, timestamptz, timestamptz) i
 -- so the key does not depend on the session's TimeZone or DateStyle.
 create or replace function pgq._schedule_key(schedule_name text, slot timestamptz)
 returns text
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 begin
     return 'pgq:schedule:' || _schedule_key.schedule_name || ':'
@@ -439,7 +447,8 @@ create or replace function pgq.schedule(schedule_name text, cron text, job_name 
                                         priority integer default 0,
                                         max_retries integer default null)
 returns timestamptz
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_next timestamptz;
@@ -520,7 +529,8 @@ comment on function pgq.schedule(text, text, text, jsonb, text, text, integer, i
 -- Remove a schedule; its jobs already enqueued stay. PQ210 for an unknown name.
 create or replace function pgq.unschedule(schedule_name text)
 returns void
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 begin
     delete from pgq.job_schedules s where s.schedule_name = unschedule.schedule_name;
@@ -539,7 +549,8 @@ comment on function pgq.unschedule(text) is
 -- the latest missed slot is enqueued. Cheap when nothing is due: one index probe.
 create or replace function pgq.tick()
 returns integer
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_due   record;

@@ -16,7 +16,8 @@ drop function if exists pgq._expire_leases(integer);
 create or replace function pgq._expire_leases(max_jobs integer default 100,
                                               since timestamptz default '-infinity')
 returns integer
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_ids    bigint[];
@@ -56,7 +57,8 @@ comment on function pgq._expire_leases(integer, timestamptz) is
 -- once that read is fast.
 create or replace function pgq._sweep_leases(slow_scan interval)
 returns void
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     c_max_jobs constant integer := 1000;
@@ -126,7 +128,8 @@ comment on function pgq._sweep_leases(interval) is
 create or replace function pgq._keep_claim_floors(queues text[], claim_was_slow boolean,
                                                    slow_scan interval)
 returns void
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     c_margin  constant interval := interval '500 milliseconds';
@@ -223,7 +226,8 @@ comment on function pgq._keep_claim_floors(text[], boolean, interval) is
 -- place the claim order is read: pgq.claim and pgq._claim_limited both pick here.
 create or replace function pgq._pick(queues text[], batch integer)
 returns bigint[]
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 begin
     return array(
@@ -259,7 +263,8 @@ comment on function pgq._pick(text[], integer) is
 create or replace function pgq._pick_by_key(queue text, key_concurrency integer,
                                             max_jobs integer)
 returns bigint[]
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     -- One element per running or picked job that has a key: the keys' use.
@@ -359,7 +364,8 @@ returns table (id bigint, job_name text, queue text, payload jsonb, attempt inte
                max_retries integer, lease_token uuid, lease_expires_at timestamptz,
                priority integer, run_at timestamptz, created_at timestamptz,
                lease_duration interval)
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_now         timestamptz;
@@ -466,7 +472,8 @@ returns table (id bigint, job_name text, queue text, payload jsonb, attempt inte
                max_retries integer, lease_token uuid, lease_expires_at timestamptz,
                priority integer, run_at timestamptz, created_at timestamptz,
                lease_duration interval)
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_lease       interval := claim.lease;
@@ -556,7 +563,8 @@ comment on function pgq.claim(text, text[], integer, interval) is
 -- (A job whose lease expired is left to claim, which fails that attempt.)
 create or replace function pgq.release_lost_claims(worker_id text, held_job_ids bigint[])
 returns integer
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_queues text[];

@@ -16,7 +16,8 @@
 -- Call it in autocommit: LISTEN takes effect at commit.
 create or replace function pgq.listen_for_handoffs()
 returns table (wake_key integer, channel text)
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_key     integer;
@@ -47,7 +48,8 @@ returns table (id bigint, job_name text, queue text, payload jsonb, attempt inte
                max_retries integer, lease_token uuid, lease_expires_at timestamptz,
                priority integer, run_at timestamptz, created_at timestamptz,
                lease_duration interval)
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_claimed integer;
@@ -109,7 +111,8 @@ comment on function pgq.claim_and_wait(text, text[], integer, interval, integer,
 -- notification is still on its way.
 create or replace function pgq.stop_waiting(worker_id text, channel text default null)
 returns void
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 begin
     if stop_waiting.worker_id is null or length(stop_waiting.worker_id) not between 1 and 200 then
@@ -134,7 +137,8 @@ comment on function pgq.stop_waiting(text, text) is
 -- taken, the lock is this transaction's until it ends; nobody uses the key then.)
 create or replace function pgq._is_listening(wake_key integer)
 returns boolean
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 begin
     return not pg_try_advisory_xact_lock(1885434163, _is_listening.wake_key);
@@ -149,7 +153,8 @@ comment on function pgq._is_listening(integer) is
 -- whether the job was handed over.
 create or replace function pgq._hand_off(job_id bigint, queue text)
 returns boolean
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_worker    pgq.waiting_workers;
@@ -218,7 +223,8 @@ comment on function pgq._hand_off(bigint, text) is
 -- no worker takes wakes the workers, as an enqueue does.
 create or replace function pgq._hand_off_at_commit()
 returns trigger
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 begin
     delete from pgq.handoff_requests r where r.job_id = new.job_id;

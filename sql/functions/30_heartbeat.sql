@@ -6,7 +6,8 @@
 -- worker can tell an operator's cancel from a lost lease; PQ101 (lease_lost) otherwise.
 create or replace function pgq._heartbeat_refused(job_id bigint, lease_token uuid)
 returns void
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 begin
     if exists (select from pgq.jobs j
@@ -32,7 +33,8 @@ comment on function pgq._heartbeat_refused(bigint, uuid) is
 create or replace function pgq.heartbeat(job_id bigint, lease_token uuid,
                                          lease interval default null)
 returns timestamptz
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_expires_at timestamptz;
@@ -64,7 +66,8 @@ comment on function pgq.heartbeat(bigint, uuid, interval) is
 create or replace function pgq.heartbeat_many(job_ids bigint[], lease_tokens uuid[],
                                               lease interval default null)
 returns table (job_id bigint, outcome text, lease_expires_at timestamptz)
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_ids     bigint[];

@@ -28,7 +28,8 @@
 create or replace function pgq.complete(job_id bigint, lease_token uuid,
                                         result jsonb default null)
 returns text
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_outcome text;
@@ -61,7 +62,8 @@ comment on function pgq.complete(bigint, uuid, jsonb) is
 create or replace function pgq.complete_many(job_ids bigint[], lease_tokens uuid[],
                                              results jsonb[] default null)
 returns table (job_id bigint, outcome text)
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_big_ids     bigint[] := '{}';

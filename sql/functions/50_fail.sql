@@ -18,7 +18,8 @@
 create or replace function pgq.fail(job_id bigint, lease_token uuid, error text,
                                     retry boolean default true)
 returns text
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_job pgq.jobs;

@@ -7,7 +7,8 @@
 -- Internal: refuse a call whose lease token is not the job's current, unexpired one.
 create or replace function pgq._require_lease(job_id bigint, lease_token uuid)
 returns integer
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_attempt integer;
@@ -42,7 +43,8 @@ comment on function pgq._require_lease(bigint, uuid) is
 create or replace function pgq.once_begin(job_id bigint, lease_token uuid, effect_key text,
                                           request_id uuid default null)
 returns table (status text, result jsonb)
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_attempt integer;
@@ -83,7 +85,8 @@ comment on function pgq.once_begin(bigint, uuid, text, uuid) is
 create or replace function pgq.once_finish(job_id bigint, lease_token uuid, effect_key text,
                                            result jsonb default null)
 returns void
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_marker pgq.once_markers;
@@ -118,7 +121,8 @@ comment on function pgq.once_finish(bigint, uuid, text, jsonb) is
 -- place: the next attempt runs it again instead of finding it unknown.
 create or replace function pgq.once_abort(job_id bigint, lease_token uuid, effect_key text)
 returns void
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 begin
     delete from pgq.once_markers m
@@ -144,7 +148,8 @@ comment on function pgq.once_abort(bigint, uuid, text) is
 create or replace function pgq.once_resolve(job_id bigint, effect_key text, ran boolean,
                                             result jsonb default null)
 returns void
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 begin
     if once_resolve.ran is null then

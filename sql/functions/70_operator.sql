@@ -5,7 +5,8 @@
 -- is no such job, PQ202 when its state is not one of `states` (`action` names the call).
 create or replace function pgq._lock_job(job_id bigint, states text[], action text)
 returns text
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_state text;
@@ -36,7 +37,8 @@ comment on function pgq._lock_job(bigint, text[], text) is
 -- pgq_finished. Returns the new state, cancelled.
 create or replace function pgq.cancel(job_id bigint)
 returns text
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 begin
     perform pgq._lock_job(cancel.job_id, array['available', 'running'], 'cancelled');
@@ -59,7 +61,8 @@ comment on function pgq.cancel(bigint) is
 create or replace function pgq.job_status(job_id bigint)
 returns table (state text, attempt integer, result jsonb, last_error text,
                finished_at timestamptz)
-language plpgsql stable security definer set search_path = pg_catalog, pg_temp
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 begin
     return query
@@ -80,7 +83,8 @@ comment on function pgq.job_status(bigint) is
 -- attempts (their past errors stay in pgq.attempt_errors), and wake the workers.
 create or replace function pgq._requeue(job_ids bigint[])
 returns integer
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_queues text[];
@@ -105,7 +109,8 @@ comment on function pgq._requeue(bigint[]) is
 -- Retry one dead or cancelled job now, with a fresh set of attempts.
 create or replace function pgq.retry(job_id bigint)
 returns void
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 begin
     perform pgq._lock_job(retry.job_id, array['dead', 'cancelled'], 'retried');
@@ -122,7 +127,8 @@ comment on function pgq.retry(bigint) is
 -- multi-row call does.
 create or replace function pgq.retry_dead(queue text default null, batch integer default null)
 returns integer
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 begin
     if retry_dead.batch is not null and retry_dead.batch not between 1 and 100000 then
@@ -156,7 +162,8 @@ comment on function pgq.retry_dead(text, integer) is
 create or replace function pgq.prune(older_than interval, include_dead boolean default false,
                                      batch integer default null)
 returns integer
-language plpgsql security definer set search_path = pg_catalog, pg_temp
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp set enable_seqscan = off set jit = off
 as $$
 declare
     v_batch integer := coalesce(prune.batch, 5000);
