@@ -4,6 +4,10 @@
 -- _notify_finished), how a failed attempt ends (_backoff, _fail_jobs,
 -- _fail_lapsed: the one place the dead-letter rule is decided) and how one starts
 -- (_lease, for claims and hand-overs alike).
+--
+-- Every pgq function, here and in the later files, plans with enable_seqscan and jit
+-- off: PL/pgSQL keeps a generic plan for the session, and one made while pgq.jobs was
+-- small would scan it whole once it is large (pgtap_tests/04_plans.sql).
 
 -- Internal: refuse a worker call for a job not held under the caller's lease
 -- (PQ101), saying plainly why: the lease expired, another attempt holds the job,
