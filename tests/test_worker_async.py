@@ -80,6 +80,30 @@ def test_async_handler_error_is_retried_with_its_traceback(queue: Queue) -> None
     assert "in handle" in error.error
 
 
+def test_a_timeout_error_from_a_handler_without_a_timeout_is_its_failure(queue: Queue) -> None:
+    # Its own TimeoutError (an HTTP call that gave up, say) is the attempt's error, kept
+    # like any other; the job type sets no timeout, so the worker timed nothing out.
+    queue.configure_queue("default", backoff_base=timedelta(milliseconds=100))
+
+    async def handle_async(ctx: JobContext, payload: Item) -> None:
+        if ctx.attempt == 1:
+            raise TimeoutError("upstream gave up")
+
+    def handle_sync(ctx: JobContext, payload: Item) -> None:
+        if ctx.attempt == 1:
+            raise TimeoutError("upstream gave up")
+
+    async_id = queue.add(item, {"n": 1})
+    sync_id = queue.add(other, {"n": 2})
+    with running(queue, {item: handle_async, other: handle_sync}):
+        wait_for_state(queue, [async_id, sync_id], "succeeded")
+
+    for job_id in (async_id, sync_id):
+        [error] = queue.job_errors(job_id)
+        assert error.error.startswith("TimeoutError: upstream gave up")
+        assert "Traceback (most recent call last)" in error.error
+
+
 def test_async_handler_past_its_timeout_is_cancelled_and_frees_its_slot(queue: Queue) -> None:
     queue.configure_queue("default", max_retries=0)
     cancelled = threading.Event()

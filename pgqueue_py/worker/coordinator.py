@@ -547,7 +547,7 @@ class Worker:
                 # only now does its thread, and so its slot, come free.
                 self._leave_slot(attempt)
                 return
-            self._record(attempt, ok, value, timeout)
+            self._record(attempt, ok, value)
             self._handler_done(attempt, started)
 
         self._threads.submit(lambda: handler(context, payload), returned)
@@ -567,13 +567,17 @@ class Worker:
                 result = await coro  # type: ignore[misc]  # an async handler's coroutine
             else:
                 result = await asyncio.wait_for(coro, timeout)  # type: ignore[arg-type]  # as above
-        except asyncio.TimeoutError:
-            attempt.timed_out = True
-            self._fail_timed_out(attempt, timeout)
+        except asyncio.TimeoutError as exc:
+            if timeout is None:
+                # The handler's own TimeoutError: no timeout of the job type's fired.
+                self._record(attempt, False, exc)
+            else:
+                attempt.timed_out = True
+                self._fail_timed_out(attempt, timeout)
         except Exception as exc:
-            self._record(attempt, False, exc, timeout)
+            self._record(attempt, False, exc)
         else:
-            self._record(attempt, True, result, timeout)
+            self._record(attempt, True, result)
         finally:
             self._handler_done(attempt, started)
 
@@ -586,13 +590,13 @@ class Worker:
         attempt.handler_seconds = finished - started
         self._finishes.append(finished)
 
-    def _fail_timed_out(self, attempt: Attempt, timeout: float | None) -> None:
+    def _fail_timed_out(self, attempt: Attempt, timeout: float) -> None:
         log.warning("job %s (%s) attempt %s timed out after %ss", attempt.job_id,
                     attempt.job.job_name, attempt.job.attempt, f"{timeout:g}",
                     extra=attempt.extra())  # fmt: skip
         self._outcomes.fail(attempt, f"timed out after {timeout:g}s", retry=True)
 
-    def _record(self, attempt: Attempt, ok: bool, value: object, timeout: float | None) -> None:
+    def _record(self, attempt: Attempt, ok: bool, value: object) -> None:
         """What the handler did: its return value (ok) or the exception it raised."""
         if not ok:
             exc = value
