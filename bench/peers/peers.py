@@ -227,6 +227,9 @@ def wake_floors(pg: ThrowawayPostgres, samples: int) -> dict[str, Any]:
     - ``Queue.add``: the same hand-over, enqueued through the Python client (its pool,
       parameters and decoding) instead of a bare statement; its ratio to the hand-over is
       the client's share of a producer's call.
+    - ``pgq.enqueue`` alone: the producer's round trip of a due job on a queue that no
+      worker waits on. Not a notification's arrival: the call's own time, with no hand-over
+      in it, which an idle sample of any worker of this engine pays before its job is due.
     """
     arrived: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
     with fresh_database(pg) as dsn, \
@@ -274,14 +277,23 @@ def wake_floors(pg: ThrowawayPostgres, samples: int) -> dict[str, Any]:
             except RuntimeError as exc:
                 raise RuntimeError(f"{name}: {exc}") from None
 
+        def enqueue_alone() -> float:
+            sent = time.perf_counter()
+            producer.execute("select pgq.enqueue('noop', '{}', 'nobody-waits')")
+            took = (time.perf_counter() - sent) * 1000
+            time.sleep(LATENCY_SPACING)
+            return took
+
         wake = passes("wake-up floor", insert_and_notify, "wake_floor")
+        alone = [enqueue_alone() for _ in range(LATENCY_WARMUP + samples)][LATENCY_WARMUP:]
         handoff = passes("hand-over", enqueue_by_sql, channel)
         with Queue(dsn) as client:
             added = passes("Queue.add hand-over", lambda: client.add(FLOOR_JOB, {}), channel)
         producer.execute("select pg_notify('wake_floor', 'stop')")
         thread.join(10)
     return {"wake_ms": statistics.median(wake), "handoff_ms": statistics.median(handoff),
-            "add_ms": statistics.median(added), "samples": len(wake)}
+            "add_ms": statistics.median(added), "enqueue_alone_ms": statistics.median(alone),
+            "samples": len(wake)}
 
 
 def spaced_commit_ms(logs: Path) -> float:
@@ -408,10 +420,11 @@ def summarise(rounds: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     return summary
 
 
-def baseline_cells(rounds: list[dict[str, Any]]) -> tuple[Cell, Cell, Cell, Cell, Cell, Cell]:
+def baseline_cells(rounds: list[dict[str, Any]]
+                   ) -> tuple[Cell, Cell, Cell, Cell, Cell, Cell, Cell]:
     """pgbench claim + complete_many, the floor of two commits, the spaced floor, the
-    wake-up floor, and the hand-over and ``Queue.add`` beside it (each absent from rounds
-    run before it was measured)."""
+    wake-up floor, the hand-over and ``Queue.add`` beside it, and ``pgq.enqueue`` alone
+    (each absent from rounds run before it was measured)."""
     floors = [r["baselines"]["floor"] for r in rounds]
     wakes = [r["baselines"]["wake"] for r in rounds if "wake" in r["baselines"]]
     return (cell([r["baselines"]["claim_complete"] for r in rounds], "jobs_per_s"),
@@ -420,7 +433,9 @@ def baseline_cells(rounds: list[dict[str, Any]]) -> tuple[Cell, Cell, Cell, Cell
                  "spaced_floor_ms"),
             cell(wakes, "wake_ms"),
             cell([w for w in wakes if "error" in w or "handoff_ms" in w], "handoff_ms"),
-            cell([w for w in wakes if "error" in w or "add_ms" in w], "add_ms"))
+            cell([w for w in wakes if "error" in w or "add_ms" in w], "add_ms"),
+            cell([w for w in wakes if "error" in w or "enqueue_alone_ms" in w],
+                 "enqueue_alone_ms"))
 
 
 def ratio(a: float | None, b: float | None) -> str:
@@ -431,7 +446,7 @@ def ratio(a: float | None, b: float | None) -> str:
 
 def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
            server: str, names: list[str]) -> str:
-    claim_complete, floor, spaced_floor, wake, handoff, added = baseline_cells(rounds)
+    claim_complete, floor, spaced_floor, wake, handoff, added, alone = baseline_cells(rounds)
     lines = [
         "# Peers benchmark",
         "",
@@ -488,6 +503,8 @@ def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
         f" {handoff.show('.2f')} |",
         "| `Queue.add` beside it: the same hand-over, enqueued through the Python client,"
         f" spaced the same, median, ms | {added.show('.2f')} |",
+        "| `pgq.enqueue` alone: the producer's round trip of a due job on a queue no worker"
+        f" waits on, spaced the same, median, ms | {alone.show('.2f')} |",
         f"| pgqueue idle p50 beside it, ms | {summary['pgqueue']['latency']['p50'].show('.1f')}"
         " |",
         "",
@@ -552,6 +569,8 @@ def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
          ""),
         ("wake-up floor ÷ PgQueuer idle p50", ratio(wake.median, med_lat("PgQueuer", "p50")),
          ""),
+        ("`pgq.enqueue` alone ÷ PgQueuer idle p50",
+         ratio(alone.median, med_lat("PgQueuer", "p50")), ""),
         (f"3 {X} floor of two commits ÷ wake-up floor",
          ratio(3 * floor.median if floor.median is not None else None, wake.median), ""),
     ]
