@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import psycopg
 from peer_common import LATENCY_SPACING, LATENCY_WARMUP
@@ -47,6 +47,9 @@ from pgqueue_py import JobType, Queue
 from pgqueue_py.migrate import migrate
 from pgqueue_py.testing import create_database, drop_database, libpq_env, unique_name
 from pgqueue_py.testing.throwaway import DEFAULT_SETTINGS, ThrowawayPostgres
+
+if TYPE_CHECKING:
+    from typing_extensions import LiteralString
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -230,6 +233,9 @@ def wake_floors(pg: ThrowawayPostgres, samples: int) -> dict[str, Any]:
     - ``pgq.enqueue`` alone: the producer's round trip of a due job on a queue that no
       worker waits on. Not a notification's arrival: the call's own time, with no hand-over
       in it, which an idle sample of any worker of this engine pays before its job is due.
+    - The table's insert: the same job inserted into ``pgq.jobs`` by a bare statement (no
+      function, no checks, no wake-up), the round trip likewise; what is left of
+      ``pgq.enqueue`` alone is the engine's function.
     """
     arrived: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
     with fresh_database(pg) as dsn, \
@@ -277,15 +283,22 @@ def wake_floors(pg: ThrowawayPostgres, samples: int) -> dict[str, Any]:
             except RuntimeError as exc:
                 raise RuntimeError(f"{name}: {exc}") from None
 
-        def enqueue_alone() -> float:
+        def round_trip(statement: LiteralString) -> float:
             sent = time.perf_counter()
-            producer.execute("select pgq.enqueue('noop', '{}', 'nobody-waits')")
+            producer.execute(statement)
             took = (time.perf_counter() - sent) * 1000
             time.sleep(LATENCY_SPACING)
             return took
 
+        def round_trips(statement: LiteralString) -> list[float]:
+            return [round_trip(statement)
+                    for _ in range(LATENCY_WARMUP + samples)][LATENCY_WARMUP:]
+
         wake = passes("wake-up floor", insert_and_notify, "wake_floor")
-        alone = [enqueue_alone() for _ in range(LATENCY_WARMUP + samples)][LATENCY_WARMUP:]
+        alone = round_trips("select pgq.enqueue('noop', '{}', 'nobody-waits')")
+        inserted = round_trips(
+            "insert into pgq.jobs (id, queue, job_name, payload, run_at, max_retries)"
+            " values (nextval('pgq.jobs_id_seq'), 'nobody-waits', 'noop', '{}', now(), 3)")
         handoff = passes("hand-over", enqueue_by_sql, channel)
         with Queue(dsn) as client:
             added = passes("Queue.add hand-over", lambda: client.add(FLOOR_JOB, {}), channel)
@@ -293,7 +306,7 @@ def wake_floors(pg: ThrowawayPostgres, samples: int) -> dict[str, Any]:
         thread.join(10)
     return {"wake_ms": statistics.median(wake), "handoff_ms": statistics.median(handoff),
             "add_ms": statistics.median(added), "enqueue_alone_ms": statistics.median(alone),
-            "samples": len(wake)}
+            "table_insert_ms": statistics.median(inserted), "samples": len(wake)}
 
 
 def spaced_commit_ms(logs: Path) -> float:
@@ -421,10 +434,10 @@ def summarise(rounds: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
 
 
 def baseline_cells(rounds: list[dict[str, Any]]
-                   ) -> tuple[Cell, Cell, Cell, Cell, Cell, Cell, Cell]:
+                   ) -> tuple[Cell, Cell, Cell, Cell, Cell, Cell, Cell, Cell]:
     """pgbench claim + complete_many, the floor of two commits, the spaced floor, the
-    wake-up floor, the hand-over and ``Queue.add`` beside it, and ``pgq.enqueue`` alone
-    (each absent from rounds run before it was measured)."""
+    wake-up floor, the hand-over and ``Queue.add`` beside it, ``pgq.enqueue`` alone and
+    the table's bare insert (each absent from rounds run before it was measured)."""
     floors = [r["baselines"]["floor"] for r in rounds]
     wakes = [r["baselines"]["wake"] for r in rounds if "wake" in r["baselines"]]
     return (cell([r["baselines"]["claim_complete"] for r in rounds], "jobs_per_s"),
@@ -435,7 +448,9 @@ def baseline_cells(rounds: list[dict[str, Any]]
             cell([w for w in wakes if "error" in w or "handoff_ms" in w], "handoff_ms"),
             cell([w for w in wakes if "error" in w or "add_ms" in w], "add_ms"),
             cell([w for w in wakes if "error" in w or "enqueue_alone_ms" in w],
-                 "enqueue_alone_ms"))
+                 "enqueue_alone_ms"),
+            cell([w for w in wakes if "error" in w or "table_insert_ms" in w],
+                 "table_insert_ms"))
 
 
 def ratio(a: float | None, b: float | None) -> str:
@@ -446,7 +461,8 @@ def ratio(a: float | None, b: float | None) -> str:
 
 def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
            server: str, names: list[str]) -> str:
-    claim_complete, floor, spaced_floor, wake, handoff, added, alone = baseline_cells(rounds)
+    (claim_complete, floor, spaced_floor, wake, handoff, added, alone,
+     table_insert) = baseline_cells(rounds)
     lines = [
         "# Peers benchmark",
         "",
@@ -505,6 +521,8 @@ def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
         f" spaced the same, median, ms | {added.show('.2f')} |",
         "| `pgq.enqueue` alone: the producer's round trip of a due job on a queue no worker"
         f" waits on, spaced the same, median, ms | {alone.show('.2f')} |",
+        "| the table's insert beside it: the same job inserted into `pgq.jobs` by a bare"
+        f" statement, no function, spaced the same, median, ms | {table_insert.show('.2f')} |",
         f"| pgqueue idle p50 beside it, ms | {summary['pgqueue']['latency']['p50'].show('.1f')}"
         " |",
         "",
@@ -571,6 +589,8 @@ def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
          ""),
         ("`pgq.enqueue` alone ÷ PgQueuer idle p50",
          ratio(alone.median, med_lat("PgQueuer", "p50")), ""),
+        ("`pgq.enqueue` alone ÷ the table's bare insert", ratio(alone.median,
+                                                              table_insert.median), ""),
         (f"3 {X} floor of two commits ÷ wake-up floor",
          ratio(3 * floor.median if floor.median is not None else None, wake.median), ""),
     ]
