@@ -161,6 +161,26 @@ def run_contestant(pg: ThrowawayPostgres, who: Contestant, plan: Plan,
             "latency": {"error": error}, "notes": []}
 
 
+def cpu_ticks() -> tuple[int, int] | None:
+    """All CPU time so far and the part a virtual machine's host took (steal), in ticks;
+    None where ``/proc/stat`` has no steal column."""
+    try:
+        fields = Path("/proc/stat").read_text(encoding="ascii").split("\n", 1)[0].split()
+    except OSError:
+        return None
+    if fields[0] != "cpu" or len(fields) < 9:
+        return None
+    ticks = [int(f) for f in fields[1:]]
+    return sum(ticks[:8]), ticks[7]  # guest time is already counted in user time
+
+
+def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The host's share of the CPU time between two readings, in percent."""
+    if before is None or after is None or after[0] == before[0]:
+        return None
+    return 100 * (after[1] - before[1]) / (after[0] - before[0])
+
+
 def pgbench(dsn: str, script: Path, *args: str) -> str:
     argv = ["pgbench", "-n", "-f", str(script), *args]
     out = subprocess.run(argv, env={**os.environ, **libpq_env(dsn)}, capture_output=True,
@@ -603,6 +623,7 @@ def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
             ("idle p50, pgqueue baseline ÷ floor of two commits",
              ratio(med_lat(BASELINE, "p50"), floor.median), f"≤ 3{X}"),
         ]
+    lines += steal_lines(rounds)
     lines += ["Ratios of the medians:", "", "| ratio | value | target |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {target} |" for name, value, target in ratios]
     lines += ["", "Every drain setting (jobs/s):", "",
@@ -629,6 +650,25 @@ def render(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: Plan,
         "",
     ]
     return "\n".join(lines)
+
+
+def steal_lines(rounds: list[dict[str, Any]]) -> list[str]:
+    """The host's share of this machine's CPU time while each part ran, round by round: a
+    virtual machine whose host takes much of it runs slower and less evenly, so a round
+    with a high share says why its figures stray."""
+    parts = list(rounds[0].get("steal_percent", {})) if rounds else []
+    if not parts or all(r["steal_percent"].get(p) is None for r in rounds for p in parts):
+        return []
+
+    def shown(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.1f}"
+
+    return ["CPU time the virtual machine's host took (steal), percent, round by round:", "",
+            "| part | " + " | ".join(f"round {r['round']}" for r in rounds) + " |",
+            "|---|" + "---|" * len(rounds),
+            *(f"| {p} | " + " | ".join(shown(r["steal_percent"].get(p)) for r in rounds)
+              + " |" for p in parts),
+            ""]
 
 
 def plain(summary: dict[str, Any]) -> dict[str, Any]:
@@ -688,14 +728,16 @@ def main() -> int:
             server = f"PostgreSQL {row[0] if row else '?'}"
         print(f"{server}, {plan.jobs:,} jobs, {plan.rounds} round(s)", flush=True)
         for n in range(1, plan.rounds + 1):
-            this: dict[str, Any] = {"round": n, "contestants": {}}
+            this: dict[str, Any] = {"round": n, "contestants": {}, "steal_percent": {}}
             for c in who:
-                t0 = time.monotonic()
+                t0, ticks = time.monotonic(), cpu_ticks()
                 this["contestants"][c.name] = run_contestant(pg, c, plan, Path(tmp), n)
+                this["steal_percent"][c.name] = steal_share(ticks, cpu_ticks())
                 print(f"round {n}/{plan.rounds}: {c.name} done in "
                       f"{time.monotonic() - t0:.0f} s", flush=True)
-            t0 = time.monotonic()
+            t0, ticks = time.monotonic(), cpu_ticks()
             this["baselines"] = baselines(pg, plan)
+            this["steal_percent"]["baselines"] = steal_share(ticks, cpu_ticks())
             print(f"round {n}/{plan.rounds}: baselines done in {time.monotonic() - t0:.0f} s",
                   flush=True)
             rounds.append(this)
