@@ -4,6 +4,7 @@ awaitable form, timeouts that really cancel, and a worker inside an asyncio appl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -22,6 +23,8 @@ class Item(TypedDict):
 item = JobType("item", Item)
 other = JobType("other", Item)
 slow = JobType("slow", Item, timeout=timedelta(seconds=0.3))
+timed = JobType("timed", Item, timeout=timedelta(seconds=30))
+timed_other = JobType("timed_other", Item, timeout=timedelta(seconds=30))
 
 
 @pytest.fixture
@@ -80,9 +83,9 @@ def test_async_handler_error_is_retried_with_its_traceback(queue: Queue) -> None
     assert "in handle" in error.error
 
 
-def test_a_timeout_error_from_a_handler_without_a_timeout_is_its_failure(queue: Queue) -> None:
+def test_a_timeout_error_from_a_handler_is_its_failure_not_a_timeout(queue: Queue) -> None:
     # Its own TimeoutError (an HTTP call that gave up, say) is the attempt's error, kept
-    # like any other; the job type sets no timeout, so the worker timed nothing out.
+    # like any other: with no timeout set, and with one set that it came well within.
     queue.configure_queue("default", backoff_base=timedelta(milliseconds=100))
 
     async def handle_async(ctx: JobContext, payload: Item) -> None:
@@ -93,12 +96,13 @@ def test_a_timeout_error_from_a_handler_without_a_timeout_is_its_failure(queue: 
         if ctx.attempt == 1:
             raise TimeoutError("upstream gave up")
 
-    async_id = queue.add(item, {"n": 1})
-    sync_id = queue.add(other, {"n": 2})
-    with running(queue, {item: handle_async, other: handle_sync}):
-        wait_for_state(queue, [async_id, sync_id], "succeeded")
+    ids = [queue.add(item, {"n": 1}), queue.add(other, {"n": 2}),
+           queue.add(timed, {"n": 3}), queue.add(timed_other, {"n": 4})]
+    with running(queue, {item: handle_async, other: handle_sync,
+                         timed: handle_async, timed_other: handle_sync}):
+        wait_for_state(queue, ids, "succeeded")
 
-    for job_id in (async_id, sync_id):
+    for job_id in ids:
         [error] = queue.job_errors(job_id)
         assert error.error.startswith("TimeoutError: upstream gave up")
         assert "Traceback (most recent call last)" in error.error
@@ -122,6 +126,23 @@ def test_async_handler_past_its_timeout_is_cancelled_and_frees_its_slot(queue: Q
         # Unlike a thread, the coroutine stopped: its one slot takes the next job at once.
         next_job = queue.add(item, {"n": 2})
         wait_for_state(queue, [next_job], "succeeded")
+
+    assert [e.error for e in queue.job_errors(job_id)] == ["timed out after 0.3s"]
+
+
+def test_async_handler_that_returns_after_its_timeout_has_timed_out(queue: Queue) -> None:
+    # Cancelled at its timeout, it swallows the cancellation and returns: the attempt
+    # timed out all the same, as a plain handler's late return is ignored.
+    queue.configure_queue("default", max_retries=0)
+
+    async def handle(ctx: JobContext, payload: Item) -> str:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(30)
+        return "late"
+
+    job_id = queue.add(slow, {"n": 1})
+    with running(queue, {slow: handle}):
+        wait_for_state(queue, [job_id], "dead")
 
     assert [e.error for e in queue.job_errors(job_id)] == ["timed out after 0.3s"]
 

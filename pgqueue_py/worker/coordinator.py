@@ -561,24 +561,39 @@ class Worker:
         timeout: float | None,
         started: float,
     ) -> None:
+        # The timeout is the worker's own timer, as for a plain handler, and not
+        # asyncio.wait_for: that raises TimeoutError, which the handler may raise too.
+        fired = False
+        timer = None
+        if timeout is not None:
+            task = asyncio.current_task()
+
+            def time_out() -> None:
+                nonlocal fired
+                fired = True
+                if task is not None:
+                    task.cancel()
+
+            timer = asyncio.get_running_loop().call_later(timeout, time_out)
         try:
-            coro = handler(context, payload)
-            if timeout is None:
-                result = await coro  # type: ignore[misc]  # an async handler's coroutine
-            else:
-                result = await asyncio.wait_for(coro, timeout)  # type: ignore[arg-type]  # as above
-        except asyncio.TimeoutError as exc:
-            if timeout is None:
-                # The handler's own TimeoutError: no timeout of the job type's fired.
-                self._record(attempt, False, exc)
-            else:
+            try:
+                result = await handler(context, payload)  # type: ignore[misc]  # a coroutine
+                ok = True
+            except asyncio.CancelledError:
+                if not fired:
+                    raise
+                ok, result = False, None
+            except Exception as exc:
+                ok, result = False, exc
+            if fired and timeout is not None:
+                # Past its timeout: cancelled, and whatever it did after is ignored.
                 attempt.timed_out = True
                 self._fail_timed_out(attempt, timeout)
-        except Exception as exc:
-            self._record(attempt, False, exc)
-        else:
-            self._record(attempt, True, result)
+            else:
+                self._record(attempt, ok, result)
         finally:
+            if timer is not None:
+                timer.cancel()
             self._handler_done(attempt, started)
 
     def _thread_timed_out(self, attempt: Attempt, timeout: float, started: float) -> None:
